@@ -54,7 +54,7 @@ def load_schema(contract: str) -> dict[str, Any]:
 
 @cache
 def _compiled(contract: str) -> Callable[[Any], Any]:
-    return fastjsonschema.compile(load_schema(contract))  # type: ignore[no-any-return]
+    return fastjsonschema.compile(load_schema(contract))
 
 
 def known_fields(contract: str) -> frozenset[str]:
@@ -75,7 +75,8 @@ def validate(contract: str, record: Any) -> None:
         detail = exc.message.replace(exc.name + " ", "", 1) if exc.name else exc.message
         reason = "missing_field" if "must contain" in exc.message else "schema_violation"
         if reason == "missing_field":
-            missing = exc.message.rsplit("[", 1)[-1].rstrip("] properties").replace("'", "")
+            # fastjsonschema says "data must contain ['user_id'] properties"
+            missing = exc.message.split("[", 1)[-1].split("]", 1)[0].replace("'", "")
             raise ContractError(reason, "required field is missing", missing.strip()) from None
         raise ContractError(reason, detail, field) from None
 
@@ -93,8 +94,10 @@ def parse_time(value: str, field: str = "timestamp") -> float:
 
 def format_time(epoch_s: float) -> str:
     """Epoch seconds -> RFC 3339 UTC with milliseconds and a Z."""
-    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace(
-        "+00:00", "Z"
+    return (
+        datetime.fromtimestamp(epoch_s, UTC)
+        .isoformat(timespec="milliseconds")
+        .replace("+00:00", "Z")
     )
 
 

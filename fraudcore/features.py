@@ -57,39 +57,177 @@ class FeatureDef:
 _PER_30D = 1 / (30 * 24 * 60)  # one minute as a share of 30 days
 
 FEATURES: tuple[FeatureDef, ...] = (
-    FeatureDef("amount", "amount of the transaction", "amount {value:.2f}; this user's usual is {usual:.2f}", "user_amount_mean_30d"),
-    FeatureDef("hour_of_day", "UTC hour of the event time", "made at {value:.0f}h UTC; usual hour is {usual:.0f}h"),
+    FeatureDef(
+        "amount",
+        "amount of the transaction",
+        "amount {value:.2f}; this user's usual is {usual:.2f}",
+        "user_amount_mean_30d",
+    ),
+    FeatureDef(
+        "hour_of_day",
+        "UTC hour of the event time",
+        "made at {value:.0f}h UTC; usual hour is {usual:.0f}h",
+    ),
     FeatureDef("is_night", "1 if between 00:00 and 06:00 UTC", "made at night"),
     FeatureDef("is_weekend", "1 on Saturday or Sunday (UTC)", "made on a weekend"),
-    FeatureDef("user_txn_count_1m", "user's transactions in the previous minute", "{value:.0f} transactions in the last minute; this user's usual is {usual:.2f}", "user_txn_count_30d", _PER_30D),
-    FeatureDef("user_txn_count_10m", "user's transactions in the previous 10 minutes", "{value:.0f} transactions in the last 10 minutes; this user's usual is {usual:.2f}", "user_txn_count_30d", 10 * _PER_30D),
-    FeatureDef("user_txn_count_1h", "user's transactions in the previous hour", "{value:.0f} transactions in the last hour; this user's usual is {usual:.2f}", "user_txn_count_30d", 60 * _PER_30D),
-    FeatureDef("user_txn_count_24h", "user's transactions in the previous 24 hours", "{value:.0f} transactions in the last 24 hours; this user's usual is {usual:.1f}", "user_txn_count_30d", 1440 * _PER_30D),
-    FeatureDef("user_txn_count_7d", "user's transactions today and the 6 previous days", "{value:.0f} transactions in the last 7 days; usual is {usual:.0f}"),
-    FeatureDef("user_txn_count_30d", "user's transactions today and the 29 previous days", "{value:.0f} transactions in the last 30 days; usual is {usual:.0f}"),
-    FeatureDef("user_amount_sum_1d", "user's amount spent in the previous 24 hours", "{value:.2f} spent in the last 24 hours; usual is {usual:.2f}"),
-    FeatureDef("user_amount_mean_1d", "user's mean amount in the previous 24 hours", "mean amount {value:.2f} in the last 24 hours; this user's usual is {usual:.2f}", "user_amount_mean_30d"),
-    FeatureDef("user_amount_sum_7d", "user's amount spent today and the 6 previous days", "{value:.2f} spent in the last 7 days; usual is {usual:.2f}"),
-    FeatureDef("user_amount_mean_7d", "user's mean amount over 7 days", "mean amount {value:.2f} over 7 days; this user's usual is {usual:.2f}", "user_amount_mean_30d"),
-    FeatureDef("user_amount_sum_30d", "user's amount spent today and the 29 previous days", "{value:.2f} spent in the last 30 days; usual is {usual:.2f}"),
-    FeatureDef("user_amount_mean_30d", "user's mean amount over 30 days", "this user's mean amount over 30 days is {value:.2f}; usual is {usual:.2f}"),
-    FeatureDef("user_amount_ratio_30d", "amount divided by the user's 30-day mean", "amount is {value:.1f}x this user's 30-day mean"),
-    FeatureDef("user_amount_zscore_30d", "z-score of the amount against the user's 30 days", "amount is {value:.1f} standard deviations above this user's 30-day mean"),
-    FeatureDef("user_seconds_since_prev", "seconds since the user's previous transaction", "{value:.0f} s since the previous transaction; usual is {usual:.0f} s"),
-    FeatureDef("user_distinct_merchants_24h", "distinct merchants of the user in the previous 24 h", "{value:.0f} different merchants in 24 hours; usual is {usual:.0f}"),
-    FeatureDef("user_distinct_countries_24h", "distinct countries of the user in the previous 24 h", "{value:.0f} different countries in 24 hours; usual is {usual:.0f}"),
-    FeatureDef("user_distance_km_prev", "km from the previous transaction's location", "{value:.0f} km from the previous transaction; usual is {usual:.0f} km"),
-    FeatureDef("user_speed_kmh_prev", "implied km/h from the previous transaction", "would need {value:.0f} km/h to get here from the previous transaction; usual is {usual:.0f} km/h"),
-    FeatureDef("user_new_device", "1 if the device was not used by the user in 30 days", "first use of this device by this user"),
-    FeatureDef("user_new_country", "1 if the country was not used by the user in 30 days", "first transaction of this user in this country"),
-    FeatureDef("merchant_txn_count_1d", "merchant's transactions on the previous UTC day", "merchant had {value:.0f} transactions yesterday; usual is {usual:.0f}"),
-    FeatureDef("merchant_txn_count_7d", "merchant's transactions in the 7 previous UTC days", "merchant had {value:.0f} transactions in 7 days; usual is {usual:.0f}"),
-    FeatureDef("merchant_txn_count_30d", "merchant's transactions in the 30 previous UTC days", "merchant had {value:.0f} transactions in 30 days; usual is {usual:.0f}"),
-    FeatureDef("merchant_fraud_count_1d", "frauds at the merchant reported in the last day", "{value:.0f} frauds reported at this merchant in the last day; usual is {usual:.0f}"),
-    FeatureDef("merchant_fraud_count_7d", "frauds at the merchant reported in the last 7 days", "{value:.0f} frauds reported at this merchant in the last 7 days; usual is {usual:.0f}"),
-    FeatureDef("merchant_fraud_count_30d", "frauds at the merchant reported in the last 30 days", "{value:.0f} frauds reported at this merchant in the last 30 days; usual is {usual:.0f}"),
-    FeatureDef("merchant_fraud_ratio_7d", "frauds reported in 7 days per transaction (+1) in 7 days", "{value:.1%} of this merchant's recent transactions reported as fraud; usual is {usual:.1%}"),
-    FeatureDef("merchant_fraud_ratio_30d", "frauds reported in 30 days per transaction (+1) in 30 days", "{value:.1%} of this merchant's transactions in 30 days reported as fraud; usual is {usual:.1%}"),
+    FeatureDef(
+        "user_txn_count_1m",
+        "user's transactions in the previous minute",
+        "{value:.0f} transactions in the last minute; this user's usual is {usual:.2f}",
+        "user_txn_count_30d",
+        _PER_30D,
+    ),
+    FeatureDef(
+        "user_txn_count_10m",
+        "user's transactions in the previous 10 minutes",
+        "{value:.0f} transactions in the last 10 minutes; this user's usual is {usual:.2f}",
+        "user_txn_count_30d",
+        10 * _PER_30D,
+    ),
+    FeatureDef(
+        "user_txn_count_1h",
+        "user's transactions in the previous hour",
+        "{value:.0f} transactions in the last hour; this user's usual is {usual:.2f}",
+        "user_txn_count_30d",
+        60 * _PER_30D,
+    ),
+    FeatureDef(
+        "user_txn_count_24h",
+        "user's transactions in the previous 24 hours",
+        "{value:.0f} transactions in the last 24 hours; this user's usual is {usual:.1f}",
+        "user_txn_count_30d",
+        1440 * _PER_30D,
+    ),
+    FeatureDef(
+        "user_txn_count_7d",
+        "user's transactions today and the 6 previous days",
+        "{value:.0f} transactions in the last 7 days; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "user_txn_count_30d",
+        "user's transactions today and the 29 previous days",
+        "{value:.0f} transactions in the last 30 days; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "user_amount_sum_1d",
+        "user's amount spent in the previous 24 hours",
+        "{value:.2f} spent in the last 24 hours; usual is {usual:.2f}",
+    ),
+    FeatureDef(
+        "user_amount_mean_1d",
+        "user's mean amount in the previous 24 hours",
+        "mean amount {value:.2f} in the last 24 hours; this user's usual is {usual:.2f}",
+        "user_amount_mean_30d",
+    ),
+    FeatureDef(
+        "user_amount_sum_7d",
+        "user's amount spent today and the 6 previous days",
+        "{value:.2f} spent in the last 7 days; usual is {usual:.2f}",
+    ),
+    FeatureDef(
+        "user_amount_mean_7d",
+        "user's mean amount over 7 days",
+        "mean amount {value:.2f} over 7 days; this user's usual is {usual:.2f}",
+        "user_amount_mean_30d",
+    ),
+    FeatureDef(
+        "user_amount_sum_30d",
+        "user's amount spent today and the 29 previous days",
+        "{value:.2f} spent in the last 30 days; usual is {usual:.2f}",
+    ),
+    FeatureDef(
+        "user_amount_mean_30d",
+        "user's mean amount over 30 days",
+        "this user's mean amount over 30 days is {value:.2f}; usual is {usual:.2f}",
+    ),
+    FeatureDef(
+        "user_amount_ratio_30d",
+        "amount divided by the user's 30-day mean",
+        "amount is {value:.1f}x this user's 30-day mean",
+    ),
+    FeatureDef(
+        "user_amount_zscore_30d",
+        "z-score of the amount against the user's 30 days",
+        "amount is {value:.1f} standard deviations above this user's 30-day mean",
+    ),
+    FeatureDef(
+        "user_seconds_since_prev",
+        "seconds since the user's previous transaction",
+        "{value:.0f} s since the previous transaction; usual is {usual:.0f} s",
+    ),
+    FeatureDef(
+        "user_distinct_merchants_24h",
+        "distinct merchants of the user in the previous 24 h",
+        "{value:.0f} different merchants in 24 hours; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "user_distinct_countries_24h",
+        "distinct countries of the user in the previous 24 h",
+        "{value:.0f} different countries in 24 hours; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "user_distance_km_prev",
+        "km from the previous transaction's location",
+        "{value:.0f} km from the previous transaction; usual is {usual:.0f} km",
+    ),
+    FeatureDef(
+        "user_speed_kmh_prev",
+        "implied km/h from the previous transaction",
+        "would need {value:.0f} km/h to get here from the previous transaction; "
+        "usual is {usual:.0f} km/h",
+    ),
+    FeatureDef(
+        "user_new_device",
+        "1 if the device was not used by the user in 30 days",
+        "first use of this device by this user",
+    ),
+    FeatureDef(
+        "user_new_country",
+        "1 if the country was not used by the user in 30 days",
+        "first transaction of this user in this country",
+    ),
+    FeatureDef(
+        "merchant_txn_count_1d",
+        "merchant's transactions on the previous UTC day",
+        "merchant had {value:.0f} transactions yesterday; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "merchant_txn_count_7d",
+        "merchant's transactions in the 7 previous UTC days",
+        "merchant had {value:.0f} transactions in 7 days; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "merchant_txn_count_30d",
+        "merchant's transactions in the 30 previous UTC days",
+        "merchant had {value:.0f} transactions in 30 days; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "merchant_fraud_count_1d",
+        "frauds at the merchant reported in the last day",
+        "{value:.0f} frauds reported at this merchant in the last day; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "merchant_fraud_count_7d",
+        "frauds at the merchant reported in the last 7 days",
+        "{value:.0f} frauds reported at this merchant in the last 7 days; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "merchant_fraud_count_30d",
+        "frauds at the merchant reported in the last 30 days",
+        "{value:.0f} frauds reported at this merchant in the last 30 days; usual is {usual:.0f}",
+    ),
+    FeatureDef(
+        "merchant_fraud_ratio_7d",
+        "frauds reported in 7 days per transaction (+1) in 7 days",
+        "{value:.1%} of this merchant's recent transactions reported as fraud; "
+        "usual is {usual:.1%}",
+    ),
+    FeatureDef(
+        "merchant_fraud_ratio_30d",
+        "frauds reported in 30 days per transaction (+1) in 30 days",
+        "{value:.1%} of this merchant's transactions in 30 days reported as fraud; "
+        "usual is {usual:.1%}",
+    ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
 FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
@@ -118,7 +256,6 @@ class TxnInput:
     @classmethod
     def from_record(cls, record: dict[str, Any], event_ts: float) -> TxnInput:
         lat, lon = record.get("lat"), record.get("lon")
-        has_location = lat is not None and lon is not None
         return cls(
             transaction_id=record["transaction_id"],
             user_id=record["user_id"],
@@ -126,8 +263,8 @@ class TxnInput:
             ts_ms=round(event_ts * 1000),
             cents=round(record["amount"] * 100),
             country=record.get("country") or "",
-            lat=float(lat) if has_location else None,
-            lon=float(lon) if has_location else None,
+            lat=float(lat) if lat is not None and lon is not None else None,
+            lon=float(lon) if lat is not None and lon is not None else None,
             device=record.get("device_id") or "",
         )
 
@@ -247,7 +384,12 @@ def user_features(state: UserState, tx: TxnInput) -> list[float]:
     since_prev = distance = speed = NAN
     if prev_ts >= 0:
         since_prev = (t - prev_ts) / 1000
-        if tx.lat is not None and tx.lon is not None and prev_lat is not None and prev_lon is not None:
+        if (
+            tx.lat is not None
+            and tx.lon is not None
+            and prev_lat is not None
+            and prev_lon is not None
+        ):
             distance = haversine_km(prev_lat, prev_lon, tx.lat, tx.lon)
             speed = distance / (max(t - prev_ts, MIN_SPEED_INTERVAL_MS) / HOUR_MS)
 
@@ -357,7 +499,9 @@ class OfflineFeatureBuilder:
         self.users: dict[str, UserState] = {}
         self.merchants: dict[str, MerchantState] = {}
 
-    def add_label(self, merchant_id: str, transaction_id: str, label: str, available_ts: float) -> None:
+    def add_label(
+        self, merchant_id: str, transaction_id: str, label: str, available_ts: float
+    ) -> None:
         state = self.merchants.setdefault(merchant_id, MerchantState.empty())
         fold_label(state, transaction_id, label, round(available_ts * 1000))
 

@@ -52,7 +52,9 @@ def ensure_topics(
         return []
     futures = admin.create_topics(
         [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=dict(s.config))
+            NewTopic(
+                s.name, num_partitions=s.partitions, replication_factor=1, config=dict(s.config)
+            )
             for s in missing
         ],
         operation_timeout=timeout_s,
