@@ -1,0 +1,160 @@
+"""Online features: the scorer's view of per-user and per-merchant state in Redis.
+
+One pipeline, so one Redis round trip, per batch. Inside it, one script call per user and
+one per merchant that the batch touches: each call is atomic and touches the keys of one
+hash slot only (the {user} or {merchant} hash tag), so the state can be sharded across a
+Redis Cluster when users outgrow one Redis.
+
+Idempotent: a replayed transaction (same transaction_id, e.g. after a crash before the
+Kafka transaction committed) gets the feature vector it got the first time and changes
+nothing; merchant counts skip any source offset already counted.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib import resources
+
+import msgpack
+import numpy as np
+import redis
+from redis.exceptions import NoScriptError
+
+from fraudcore.features import (
+    FEATURE_NAMES,
+    MERCHANT_NAMES,
+    STATELESS_NAMES,
+    USER_NAMES,
+    TxnInput,
+    stateless_features,
+)
+from fraudcore.logs import kv
+
+logger = logging.getLogger(__name__)
+
+_USER_SLICE = slice(len(STATELESS_NAMES), len(STATELESS_NAMES) + len(USER_NAMES))
+_MERCHANT_SLICE = slice(_USER_SLICE.stop, _USER_SLICE.stop + len(MERCHANT_NAMES))
+
+
+def _script(name: str) -> str:
+    return resources.files("scorer").joinpath("lua", f"{name}.lua").read_text()
+
+
+@dataclass(frozen=True)
+class SourcePosition:
+    """Where a transaction came from: merchant counts dedupe on it."""
+
+    source: str  # "topic:partition"
+    offset: int
+
+
+class FeatureStore:
+    def __init__(self, client: redis.Redis, key_prefix: str = "fx", ttl_s: int = 35 * 86400):
+        self.client = client
+        self.prefix = key_prefix
+        self.ttl_ms = str(ttl_s * 1000)
+        self._sources = {name: _script(name) for name in ("user", "merchant", "label")}
+        self._sha: dict[str, str] = {}
+        self.load_scripts()
+
+    def load_scripts(self) -> None:
+        for name, source in self._sources.items():
+            self._sha[name] = str(self.client.script_load(source))
+
+    def user_key(self, user_id: str) -> str:
+        return f"{self.prefix}:u:{{{user_id}}}"
+
+    def merchant_keys(self, merchant_id: str) -> tuple[str, str]:
+        base = f"{self.prefix}:m:{{{merchant_id}}}"
+        return base, base + ":f"
+
+    def compute(
+        self,
+        txs: Sequence[TxnInput],
+        positions: Sequence[SourcePosition] | None = None,
+        *,
+        readonly: bool = False,
+    ) -> np.ndarray:
+        """Feature vectors (len(txs) x len(FEATURE_NAMES)) for a batch, in stream order,
+        folding the batch into the state unless read-only. One Redis round trip."""
+        out = np.empty((len(txs), len(FEATURE_NAMES)), dtype=np.float64)
+        if not txs:
+            return out
+        if positions is None:
+            if not readonly:
+                raise ValueError("positions are required to update merchant state")
+            positions = [SourcePosition("readonly:0", -1)] * len(txs)
+        by_user: dict[str, list[int]] = {}
+        by_merchant: dict[str, list[int]] = {}
+        for i, tx in enumerate(txs):
+            by_user.setdefault(tx.user_id, []).append(i)
+            by_merchant.setdefault(tx.merchant_id, []).append(i)
+            out[i, : _USER_SLICE.start] = stateless_features(tx.ts_ms, tx.cents)
+        flag = "1" if readonly else "0"
+        commands: list[tuple[str, ...]] = []
+        for user_id, rows in by_user.items():
+            args = msgpack.packb(
+                [
+                    [
+                        txs[i].transaction_id,
+                        txs[i].ts_ms,
+                        txs[i].cents,
+                        txs[i].merchant_id,
+                        txs[i].country,
+                        txs[i].lat if txs[i].lat is not None else False,
+                        txs[i].lon if txs[i].lon is not None else False,
+                        txs[i].device,
+                    ]
+                    for i in rows
+                ]
+            )
+            commands.append(("user", "1", self.user_key(user_id), args, flag, self.ttl_ms))
+        for merchant_id, rows in by_merchant.items():
+            args = msgpack.packb(
+                [[txs[i].ts_ms, positions[i].source, positions[i].offset] for i in rows]
+            )
+            counts, frauds = self.merchant_keys(merchant_id)
+            commands.append(("merchant", "2", counts, frauds, args, flag, self.ttl_ms))
+        replies = self._run(commands)
+        groups = [*by_user.values(), *by_merchant.values()]
+        n_users = len(by_user)
+        for group_no, (rows, reply) in enumerate(zip(groups, replies, strict=True)):
+            columns = _USER_SLICE if group_no < n_users else _MERCHANT_SLICE
+            out[rows, columns] = msgpack.unpackb(reply)
+        return out
+
+    def fold_label(self, merchant_id: str, transaction_id: str, label: str, available_ms: int) -> bool:
+        """Count a fraud label for its merchant (once per transaction)."""
+        _, frauds = self.merchant_keys(merchant_id)
+        replies = self._run(
+            [("label", "1", frauds, transaction_id, label, str(available_ms), self.ttl_ms)]
+        )
+        return bool(replies[0])
+
+    def fold_labels(self, labels: Sequence[tuple[str, str, str, int]]) -> int:
+        """Fold many labels in one round trip; returns how many were newly counted."""
+        if not labels:
+            return 0
+        commands = [
+            ("label", "1", self.merchant_keys(m)[1], txid, label, str(available), self.ttl_ms)
+            for m, txid, label, available in labels
+        ]
+        return sum(int(r) for r in self._run(commands))
+
+    def _run(self, commands: list[tuple[str, ...]]) -> list[bytes]:
+        """EVALSHA every command in one pipeline; reload the scripts once if Redis lost
+        them (a restart without persistence of the script cache)."""
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for name, *rest in commands:
+                pipe.execute_command("EVALSHA", self._sha[name], *rest)
+            try:
+                return list(pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                logger.warning("redis lost the feature scripts; reloading %s", kv(attempt=attempt))
+                self.load_scripts()
+        raise AssertionError("unreachable")

@@ -1,0 +1,56 @@
+"""The scorer's Prometheus metrics (names are used by the dashboards and alert rules)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+STAGES = ("decode", "features", "model", "produce", "commit")
+
+consumed = Counter("scorer_transactions_consumed_total", "Transactions read from Kafka")
+scored = Counter("scorer_transactions_scored_total", "Transactions scored and committed")
+alerted = Counter("scorer_alerts_total", "Alerts committed", ["severity"])
+dead_lettered = Counter("scorer_dlq_total", "Messages sent to a dead-letter topic", ["reason"])
+unknown_fields = Counter(
+    "scorer_unknown_fields_total", "Transactions carrying fields the contract does not know"
+)
+batch_size = Histogram(
+    "scorer_batch_size", "Messages per micro-batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+)
+stage_seconds = Histogram(
+    "scorer_stage_seconds",
+    "Time per batch in each stage",
+    ["stage"],
+    buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+event_to_commit = Histogram(
+    "scorer_event_to_commit_seconds",
+    "End-to-end latency: transaction event time to committed score",
+    buckets=LATENCY_BUCKETS,
+)
+ingest_to_commit = Histogram(
+    "scorer_ingest_to_commit_seconds",
+    "Kafka message timestamp (producer create time) to committed score",
+    buckets=LATENCY_BUCKETS,
+)
+consumer_lag = Gauge("scorer_consumer_lag", "Messages behind the log end", ["topic", "partition"])
+score_distribution = Histogram(
+    "scorer_score",
+    "Scores produced",
+    ["model_version"],
+    buckets=tuple(i / 20 for i in range(1, 20)) + (0.99, 0.995, 0.999),
+)
+model_version = Gauge("scorer_model_version", "Version of the model in use (0 = none)", ["model_name"])
+model_loaded = Gauge("scorer_model_loaded", "1 when a model is loaded and scoring")
+model_load_failures = Counter("scorer_model_load_failures_total", "Failed model loads or polls")
+model_last_loaded = Gauge("scorer_model_loaded_timestamp_seconds", "When the model in use was loaded")
+redis_errors = Counter("scorer_redis_errors_total", "Redis calls that failed (then retried)")
+kafka_errors = Counter("scorer_kafka_errors_total", "Kafka errors by class", ["kind"])
+transactions_aborted = Counter("scorer_kafka_transactions_aborted_total", "Aborted Kafka transactions")
+labels_folded = Counter("scorer_labels_folded_total", "Labels folded into merchant state", ["label"])
+ready = Gauge("scorer_ready", "1 when Kafka, Redis and the model are all available")
+feature_psi = Gauge(
+    "scorer_feature_psi",
+    "Population stability index of a feature against the model's training distribution",
+    ["feature"],
+)

@@ -1,0 +1,167 @@
+"""What the scorer does to one micro-batch, apart from Kafka: decode, features, score,
+and the messages to write. Pure functions of their inputs, so they are easy to test."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Message
+
+from fraudcore.contracts import ContractError, decode_transaction, known_fields
+from fraudcore.features import FEATURE_NAMES, TxnInput
+from scorer import explain
+
+# alert_id = uuid5(ALERT_NAMESPACE, transaction_id): the same transaction always gets the
+# same alert id, across replays, restarts and instances.
+ALERT_NAMESPACE = uuid.UUID("6f1c2a9e-3b57-4d0e-9a8e-5a1b7c0d2e41")
+_KNOWN_TRANSACTION_FIELDS = known_fields("transactions")
+
+
+@dataclass(frozen=True)
+class Accepted:
+    msg: Message
+    record: dict[str, Any]
+    event_ts: float
+    tx: TxnInput
+
+
+@dataclass(frozen=True)
+class Rejected:
+    msg: Message
+    error: ContractError
+
+
+@dataclass(frozen=True)
+class OutMessage:
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]] | None = None
+
+
+def decode_batch(
+    msgs: Sequence[Message], max_bytes: int, max_future_s: float, now: float
+) -> tuple[list[Accepted], list[Rejected], int]:
+    """Split a batch into valid transactions and rejects; also counts transactions that
+    carry fields the contract does not know (accepted: newer producers must not break us)."""
+    accepted: list[Accepted] = []
+    rejected: list[Rejected] = []
+    with_unknown = 0
+    for msg in msgs:
+        try:
+            record, event_ts = decode_transaction(
+                msg.value(), max_bytes=max_bytes, max_future_s=max_future_s, now=now
+            )
+            tx = TxnInput.from_record(record, event_ts)
+        except ContractError as error:
+            rejected.append(Rejected(msg, error))
+            continue
+        if not _KNOWN_TRANSACTION_FIELDS.issuperset(record):
+            with_unknown += 1
+        accepted.append(Accepted(msg, record, event_ts, tx))
+    return accepted, rejected, with_unknown
+
+
+def dead_letter(rejected: Rejected, dlq_topic: str) -> OutMessage:
+    """The original bytes and headers, plus headers naming the reason and the source."""
+    msg, error = rejected.msg, rejected.error
+    headers = list(msg.headers() or [])
+    headers += [
+        ("dlq.reason", error.reason.encode()),
+        ("dlq.field", (error.field or "").encode()),
+        ("dlq.detail", error.detail.encode()[:1000]),
+        ("dlq.source.topic", (msg.topic() or "").encode()),
+        ("dlq.source.partition", str(msg.partition()).encode()),
+        ("dlq.source.offset", str(msg.offset()).encode()),
+    ]
+    return OutMessage(dlq_topic, msg.key(), msg.value(), headers)
+
+
+def _feature_map(row: list[float]) -> dict[str, float]:
+    # orjson writes NaN as null: "missing" stays visible in the output.
+    return dict(zip(FEATURE_NAMES, row, strict=True))
+
+
+def outputs(
+    accepted: Sequence[Accepted],
+    features: np.ndarray,
+    scores: np.ndarray,
+    *,
+    model: Any,
+    model_name: str,
+    model_version: str,
+    scores_topic: str,
+    alerts_topic: str,
+    emit_scores: bool,
+    processed_at: str,
+) -> tuple[list[OutMessage], list[str]]:
+    """Score and alert messages for a batch; returns them and the severities alerted."""
+    out: list[OutMessage] = []
+    severities: list[str] = []
+    threshold = float(model.threshold)
+    rows = features.tolist()
+    for item, row, score in zip(accepted, rows, scores.tolist(), strict=True):
+        record = item.record
+        key = record["user_id"].encode()
+        if emit_scores:
+            out.append(
+                OutMessage(
+                    scores_topic,
+                    key,
+                    orjson.dumps(
+                        {
+                            "schema_version": 1,
+                            "transaction_id": record["transaction_id"],
+                            "user_id": record["user_id"],
+                            "merchant_id": record["merchant_id"],
+                            "event_time": record["timestamp"],
+                            "score": score,
+                            "model_name": model_name,
+                            "model_version": model_version,
+                            "features": _feature_map(row),
+                            "processed_at": processed_at,
+                        }
+                    ),
+                )
+            )
+        if score >= threshold:
+            level = explain.severity(score, threshold)
+            severities.append(level)
+            why = explain.reasons(model, np.asarray(row)) or [
+                {
+                    "feature": "score",
+                    "value": score,
+                    "usual": threshold,
+                    "text": f"score {score:.3f} is over the threshold {threshold:.3f}",
+                }
+            ]
+            out.append(
+                OutMessage(
+                    alerts_topic,
+                    key,
+                    orjson.dumps(
+                        {
+                            "schema_version": 1,
+                            "alert_id": str(uuid.uuid5(ALERT_NAMESPACE, record["transaction_id"])),
+                            "transaction_id": record["transaction_id"],
+                            "user_id": record["user_id"],
+                            "transaction": record,
+                            "score": score,
+                            "threshold": threshold,
+                            "severity": level,
+                            "model_name": model_name,
+                            "model_version": model_version,
+                            "reasons": why,
+                            "features": _feature_map(row),
+                            "event_time": record["timestamp"],
+                            "processed_at": processed_at,
+                        }
+                    ),
+                )
+            )
+    return out, severities

@@ -1,0 +1,399 @@
+"""The scorer's consume-transform-produce loop, exactly once.
+
+Where a message enters: `Scorer.run` consumes `transactions` in micro-batches. Where it
+leaves: `_commit_batch` writes scores, alerts and dead letters and the consumed offsets in
+one Kafka transaction. Features are folded into Redis before the transaction begins; that
+is safe because the Redis update is idempotent per transaction_id (a replay after an
+abort or a crash computes the same vector and changes nothing), so a crash at any point
+loses nothing and doubles nothing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from fraudcore.contracts import format_time
+from fraudcore.kafka import consumer_config, producer_config, wait_for_kafka
+from fraudcore.logs import kv, where
+from scorer import metrics
+from scorer.drift import DriftTracker
+from scorer.feature_store import FeatureStore, SourcePosition
+from scorer.model_manager import LoadedModel, ModelManager
+from scorer.pipeline import Accepted, OutMessage, dead_letter, decode_batch, outputs
+from scorer.settings import ScorerSettings
+
+logger = logging.getLogger(__name__)
+
+EXIT_OUTAGE = 3
+EXIT_FATAL = 4
+
+
+class OutageError(RuntimeError):
+    """A dependency was gone for longer than the configured limit."""
+
+
+@dataclass
+class Health:
+    kafka: bool = False
+    redis: bool = False
+    stopping: bool = False
+    details: dict[str, str] = field(default_factory=dict)
+
+
+class Outage:
+    """Tracks how long a dependency has been failing, with capped exponential backoff."""
+
+    def __init__(self, name: str, limit_s: float) -> None:
+        self.name = name
+        self.limit_s = limit_s
+        self.since: float | None = None
+        self.attempt = 0
+
+    def failed(self, error: object) -> None:
+        now = time.monotonic()
+        if self.since is None:
+            self.since = now
+        self.attempt += 1
+        down_for = now - self.since
+        logger.warning(
+            "dependency failing %s",
+            kv(dependency=self.name, attempt=self.attempt, down_s=round(down_for, 1), error=error),
+        )
+        if down_for > self.limit_s:
+            raise OutageError(f"{self.name} unavailable for {down_for:.0f}s (limit {self.limit_s:.0f}s)")
+        time.sleep(min(2.0, 0.05 * 2**self.attempt))
+
+    def recovered(self) -> None:
+        if self.since is not None:
+            logger.info(
+                "dependency back %s",
+                kv(dependency=self.name, down_s=round(time.monotonic() - self.since, 1)),
+            )
+        self.since = None
+        self.attempt = 0
+
+
+class Scorer:
+    def __init__(self, settings: ScorerSettings, stop: threading.Event | None = None) -> None:
+        self.settings = settings
+        self.stop = stop or threading.Event()
+        self.health = Health()
+        self.redis = redis.Redis.from_url(
+            settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10
+        )
+        self.store: FeatureStore | None = None
+        self.models = ModelManager(
+            settings.mlflow_tracking_uri,
+            settings.model_name,
+            settings.scorer_model_alias,
+            settings.scorer_model_poll_s,
+        )
+        self.drift: DriftTracker | None = None
+        self._drift_version: str | None = None
+        self._redis_outage = Outage("redis", settings.scorer_max_outage_s)
+        self._kafka_outage = Outage("kafka", settings.scorer_max_outage_s)
+        self._last_psi_export = 0.0
+
+    # ------------------------------------------------------------------ start-up
+    def connect(self) -> None:
+        """Bounded, logged waits for Kafka and Redis; raises TimeoutError."""
+        timeout = self.settings.scorer_startup_timeout_s
+        wait_for_kafka(self.settings.client_config(), timeout)
+        self.health.kafka = True
+        deadline = time.monotonic() + timeout
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                self.redis.ping()
+                break
+            except redis.RedisError as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"Redis not reachable after {timeout:.0f}s: {exc}") from exc
+                logger.info("waiting for redis %s", kv(attempt=attempt, error=exc))
+                time.sleep(min(2.0, 0.2 * attempt))
+        self.store = FeatureStore(
+            self.redis, self.settings.scorer_feature_key_prefix, self.settings.scorer_feature_ttl_s
+        )
+        self.health.redis = True
+        logger.info("redis reachable %s", kv(attempt=attempt))
+
+    @property
+    def ready(self) -> bool:
+        return (
+            self.health.kafka
+            and self.health.redis
+            and self.models.current is not None
+            and not self.health.stopping
+        )
+
+    # ------------------------------------------------------------------ the loop
+    def run(self) -> int:
+        """Returns the process exit code."""
+        settings = self.settings
+        base = settings.client_config()
+        if self.store is None:
+            self.connect()
+        self.models.start()
+        while not self.models.wait_ready(5.0):
+            if self.stop.is_set():
+                return 0
+            logger.info(
+                "not ready: waiting for a model %s",
+                kv(model=settings.model_name, alias=settings.scorer_model_alias,
+                   reason=self.models.last_error),
+            )  # fmt: skip
+        producer = Producer(
+            producer_config(
+                base,
+                **{
+                    "transactional.id": settings.transactional_id,
+                    "transaction.timeout.ms": settings.scorer_transaction_timeout_ms,
+                    "linger.ms": 2,
+                },
+            )
+        )
+        consumer = Consumer(
+            consumer_config(
+                base,
+                settings.scorer_group_id,
+                **{
+                    "partition.assignment.strategy": "cooperative-sticky",
+                    "max.poll.interval.ms": int(settings.scorer_max_outage_s * 1000) + 60_000,
+                    "statistics.interval.ms": 5000,
+                    "stats_cb": self._on_stats,
+                    "fetch.wait.max.ms": max(1, settings.scorer_batch_max_wait_ms),
+                },
+            )
+        )
+        try:
+            producer.init_transactions(settings.scorer_startup_timeout_s)
+            consumer.subscribe(
+                [settings.topic_transactions], on_assign=self._on_assign, on_revoke=self._on_revoke
+            )
+            logger.info(
+                "scoring %s",
+                kv(topic=settings.topic_transactions, group=settings.scorer_group_id,
+                   transactional_id=settings.transactional_id),
+            )  # fmt: skip
+            metrics.ready.set(1)
+            wait_s = settings.scorer_batch_max_wait_ms / 1000
+            while not self.stop.is_set():
+                msgs = consumer.consume(settings.scorer_batch_max_size, wait_s)
+                if msgs:
+                    self._process(msgs, consumer, producer)
+            return 0
+        except OutageError as exc:
+            logger.error("giving up, a supervisor should restart us %s", kv(error=exc))
+            return EXIT_OUTAGE
+        except KafkaException as exc:
+            logger.error("fatal kafka error %s", kv(error=exc.args[0]))
+            return EXIT_FATAL
+        finally:
+            self.health.stopping = True
+            metrics.ready.set(0)
+            self.models.stop()
+            consumer.close()
+            producer.flush(5)
+            logger.info("scorer stopped")
+
+    def _process(self, msgs: list[Message], consumer: Consumer, producer: Producer) -> None:
+        settings = self.settings
+        started = time.perf_counter()
+        first: dict[tuple[str, int], int] = {}
+        last: dict[tuple[str, int], int] = {}
+        data: list[Message] = []
+        for msg in msgs:
+            error = msg.error()
+            if error is not None:
+                self._on_consume_error(error)
+                continue
+            key = (msg.topic(), msg.partition())
+            first.setdefault(key, msg.offset())
+            last[key] = msg.offset()
+            data.append(msg)
+        if not data:
+            return
+        self._kafka_outage.recovered()
+        self.health.kafka = True
+        metrics.consumed.inc(len(data))
+        metrics.batch_size.observe(len(data))
+
+        accepted, rejected, with_unknown = decode_batch(
+            data, settings.scorer_max_message_bytes, settings.scorer_max_future_s, time.time()
+        )
+        if with_unknown:
+            metrics.unknown_fields.inc(with_unknown)
+        t_decode = time.perf_counter()
+
+        features = self._features(accepted)
+        t_features = time.perf_counter()
+
+        loaded = self.models.current
+        assert loaded is not None  # run() waits for a model before consuming
+        scores = loaded.score(features)
+        self._track_drift(loaded, features)
+        out, severities = outputs(
+            accepted,
+            features,
+            scores,
+            model=loaded.model,
+            model_name=loaded.name,
+            model_version=loaded.version,
+            scores_topic=settings.topic_scores,
+            alerts_topic=settings.topic_alerts,
+            emit_scores=settings.scorer_emit_scores,
+            processed_at=format_time(time.time()),
+        )
+        out += [dead_letter(r, settings.topic_transactions_dlq) for r in rejected]
+        t_model = time.perf_counter()
+
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        if not self._commit_batch(out, offsets, first, consumer, producer):
+            return  # aborted and rewound: the same messages come again
+        committed = time.time()
+        t_commit = time.perf_counter()
+
+        metrics.stage_seconds.labels("decode").observe(t_decode - started)
+        metrics.stage_seconds.labels("features").observe(t_features - t_decode)
+        metrics.stage_seconds.labels("model").observe(t_model - t_features)
+        metrics.stage_seconds.labels("commit").observe(t_commit - t_model)
+        metrics.scored.inc(len(accepted))
+        for level in severities:
+            metrics.alerted.labels(level).inc()
+        for item in rejected:
+            metrics.dead_lettered.labels(item.error.reason).inc()
+            logger.info(
+                "dead-lettered %s",
+                kv(at=where(item.msg.topic() or "", item.msg.partition() or 0, item.msg.offset() or 0),
+                   reason=item.error.reason, field=item.error.field, detail=item.error.detail),
+            )  # fmt: skip
+        score_hist = metrics.score_distribution.labels(loaded.version)
+        for item, score in zip(accepted, scores.tolist(), strict=True):
+            metrics.event_to_commit.observe(committed - item.event_ts)
+            metrics.ingest_to_commit.observe(committed - item.msg.timestamp()[1] / 1000)
+            score_hist.observe(score)
+
+    def _features(self, accepted: list[Accepted]) -> Any:
+        store = self.store
+        assert store is not None
+        positions = [
+            SourcePosition(f"{a.msg.topic()}:{a.msg.partition()}", a.msg.offset() or 0)
+            for a in accepted
+        ]
+        txs = [a.tx for a in accepted]
+        while True:
+            try:
+                result = store.compute(txs, positions)
+                self._redis_outage.recovered()
+                self.health.redis = True
+                return result
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
+                metrics.redis_errors.inc()
+                self.health.redis = False
+                self._redis_outage.failed(exc)
+
+    def _commit_batch(
+        self,
+        out: list[OutMessage],
+        offsets: list[TopicPartition],
+        first: dict[tuple[str, int], int],
+        consumer: Consumer,
+        producer: Producer,
+    ) -> bool:
+        """One Kafka transaction: outputs + consumed offsets. False if it was aborted
+        (the consumer is rewound to the batch start so the batch is processed again)."""
+        t_produce = time.perf_counter()
+        try:
+            producer.begin_transaction()
+            for message in out:
+                self._produce(producer, message)
+            metrics.stage_seconds.labels("produce").observe(time.perf_counter() - t_produce)
+            producer.send_offsets_to_transaction(
+                offsets, consumer.consumer_group_metadata(), self.settings.scorer_startup_timeout_s
+            )
+            while True:
+                try:
+                    producer.commit_transaction(self.settings.scorer_startup_timeout_s)
+                    self._kafka_outage.recovered()
+                    return True
+                except KafkaException as exc:
+                    if not exc.args[0].retriable():
+                        raise
+                    metrics.kafka_errors.labels("retriable").inc()
+                    self.health.kafka = False
+                    self._kafka_outage.failed(exc.args[0])
+        except KafkaException as exc:
+            error: KafkaError = exc.args[0]
+            if not error.txn_requires_abort():
+                metrics.kafka_errors.labels("fatal").inc()
+                raise
+            metrics.kafka_errors.labels("abortable").inc()
+            metrics.transactions_aborted.inc()
+            logger.warning("aborting kafka transaction %s", kv(error=error))
+            producer.abort_transaction(self.settings.scorer_startup_timeout_s)
+            for (topic, partition), offset in first.items():
+                consumer.seek(TopicPartition(topic, partition, offset))
+            return False
+
+    @staticmethod
+    def _produce(producer: Producer, message: OutMessage) -> None:
+        while True:
+            try:
+                producer.produce(message.topic, message.value, message.key, headers=message.headers)
+                return
+            except BufferError:
+                producer.poll(0.05)  # local queue full: let deliveries drain
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_consume_error(self, error: KafkaError) -> None:
+        if error.code() == KafkaError._PARTITION_EOF:
+            return
+        if error.fatal():
+            raise KafkaException(error)
+        metrics.kafka_errors.labels("consume").inc()
+        if error.code() in (KafkaError._ALL_BROKERS_DOWN, KafkaError._TRANSPORT):
+            self.health.kafka = False
+            self._kafka_outage.failed(error)
+        else:
+            logger.warning("consume error %s", kv(error=error))
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        logger.info("partitions assigned %s", kv(partitions=",".join(str(p.partition) for p in partitions)))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        # Nothing is in flight here: a batch is committed before the next consume().
+        logger.info("partitions revoked %s", kv(partitions=",".join(str(p.partition) for p in partitions)))
+        for p in partitions:
+            with contextlib.suppress(KeyError):
+                metrics.consumer_lag.remove(p.topic, str(p.partition))
+
+    def _on_stats(self, stats_json: str) -> None:
+        stats = orjson.loads(stats_json)
+        for topic, body in stats.get("topics", {}).items():
+            for partition, pstats in body.get("partitions", {}).items():
+                lag = pstats.get("consumer_lag", -1)
+                if partition != "-1" and lag >= 0:
+                    metrics.consumer_lag.labels(topic, partition).set(lag)
+
+    def _track_drift(self, loaded: LoadedModel, features: Any) -> None:
+        if self._drift_version != loaded.version:
+            self.drift = DriftTracker(loaded.model)
+            self._drift_version = loaded.version
+        assert self.drift is not None
+        self.drift.update(features)
+        now = time.monotonic()
+        if now - self._last_psi_export > 10:
+            self._last_psi_export = now
+            for name, value in self.drift.psi().items():
+                metrics.feature_psi.labels(name).set(value)
+

@@ -1,0 +1,42 @@
+"""Scorer settings: addresses and topics from the root .env, tuning with defaults."""
+
+from __future__ import annotations
+
+import socket
+
+from pydantic import Field
+
+from fraudcore.settings import KafkaSettings, TopicSettings
+
+
+class ScorerSettings(KafkaSettings, TopicSettings):
+    redis_url: str
+    mlflow_tracking_uri: str
+    model_name: str
+    scorer_http_port: int
+    topic_labels_dlq: str = "labels.dlq"
+
+    scorer_group_id: str = "scorer"
+    scorer_labels_group_id: str = "scorer-labels"
+    # Stable per instance: a restarted instance fences its own zombie (Kafka EOS).
+    scorer_instance_id: str = Field(default_factory=socket.gethostname)
+    # Micro-batches: whichever comes first. Small waits keep p99 latency low at low
+    # rates; large batches amortise the Redis round trip and the Kafka commit at high ones.
+    scorer_batch_max_size: int = Field(default=1000, ge=1, le=100_000)
+    scorer_batch_max_wait_ms: int = Field(default=10, ge=0, le=10_000)
+    scorer_emit_scores: bool = True
+    scorer_model_alias: str = "champion"
+    scorer_model_poll_s: float = Field(default=10.0, gt=0)
+    scorer_feature_key_prefix: str = "fx"
+    scorer_feature_ttl_s: int = Field(default=35 * 86400, gt=0)
+    scorer_max_message_bytes: int = Field(default=16_384, gt=0)
+    scorer_max_future_s: float = Field(default=86_400.0, ge=0)
+    # How long Redis or Kafka may be gone before the process exits non-zero so that a
+    # supervisor restarts it (must stay below max.poll.interval.ms).
+    scorer_max_outage_s: float = Field(default=120.0, gt=0)
+    scorer_startup_timeout_s: float = Field(default=60.0, gt=0)
+    scorer_transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+
+    @property
+    def transactional_id(self) -> str:
+        return f"{self.scorer_group_id}-{self.scorer_instance_id}"
