@@ -1,0 +1,201 @@
+"""HTTP API: alerts (list, detail, analyst feedback), health, readiness, metrics, and the
+review page at /."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import Depends, FastAPI, Header, HTTPException, Query, Response
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, Field
+
+from alerting.feedback import LabelPublisher, PublishError, build_label
+from alerting.metrics import FEEDBACK
+from alerting.store import AlertQuery, AlertStore
+from fraudcore.contracts import ContractError, format_time, parse_time
+from fraudcore.logs import kv
+
+logger = logging.getLogger(__name__)
+
+STATIC_DIR = Path(__file__).with_name("static")
+# The review page loads nothing from elsewhere; say so to the browser.
+PAGE_HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+}
+
+SeverityName = Literal["low", "medium", "high", "critical"]
+
+
+class Feedback(BaseModel):
+    label: Literal["fraud", "legit"]
+    note: str | None = Field(default=None, max_length=2000)
+
+
+def _time_param(value: str | None, name: str) -> float | None:
+    if value is None or value == "":
+        return None
+    try:
+        return parse_time(value, name)
+    except ContractError as exc:
+        raise HTTPException(
+            422, detail=[{"loc": ["query", name], "msg": exc.detail, "type": exc.reason}]
+        ) from None
+
+
+def _summary(row: dict[str, Any], alert: dict[str, Any]) -> dict[str, Any]:
+    tx = alert.get("transaction", {})
+    return {
+        "alert_id": row["alert_id"],
+        "transaction_id": row["transaction_id"],
+        "user_id": row["user_id"],
+        "severity": row["severity"],
+        "score": row["score"],
+        "threshold": alert["threshold"],
+        "model_name": alert["model_name"],
+        "model_version": alert["model_version"],
+        "event_time": alert["event_time"],
+        "processed_at": alert["processed_at"],
+        "amount": tx.get("amount"),
+        "currency": tx.get("currency"),
+        "merchant_id": tx.get("merchant_id"),
+        "status": row["status"],
+        "verdict": row["verdict"],
+        "reviewed_at": format_time(row["reviewed_ts"]) if row["reviewed_ts"] else None,
+    }
+
+
+def _detail(row: dict[str, Any]) -> dict[str, Any]:
+    alert = orjson.loads(row["payload"])
+    return {
+        **_summary(row, alert),
+        "note": row["note"],
+        "reasons": alert["reasons"],
+        "features": alert.get("features", {}),
+        "transaction": alert.get("transaction", {}),
+        "deliveries": [
+            {
+                "sink": d["sink"],
+                "state": d["state"],
+                "attempts": d["attempts"],
+                "last_error": d["last_error"],
+                "updated_at": format_time(d["updated_ts"]),
+            }
+            for d in row["deliveries"]
+        ],
+    }
+
+
+def create_app(
+    store: AlertStore,
+    labels: LabelPublisher,
+    api_key: str,
+    kafka_ok: Callable[[], bool],
+) -> FastAPI:
+    app = FastAPI(title="Fraud alerting", version="1")
+    expected_key = api_key.encode("utf-8")
+
+    def require_key(x_api_key: Annotated[str | None, Header()] = None) -> None:
+        if not x_api_key:
+            raise HTTPException(401, "missing X-API-Key header", {"WWW-Authenticate": "ApiKey"})
+        if not hmac.compare_digest(x_api_key.encode("utf-8"), expected_key):
+            raise HTTPException(403, "wrong API key")
+
+    @app.get("/alerts")
+    def list_alerts(
+        user_id: str | None = None,
+        severity: Annotated[list[SeverityName] | None, Query()] = None,
+        status: Literal["open", "reviewed"] | None = None,
+        from_: Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")] = None,
+        to: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
+        limit: Annotated[int, Query(ge=1, le=500)] = 50,
+        offset: Annotated[int, Query(ge=0)] = 0,
+    ) -> dict[str, Any]:
+        query = AlertQuery(
+            user_id=user_id or None,
+            severities=tuple(severity or ()),
+            status=status,
+            from_ts=_time_param(from_, "from"),
+            to_ts=_time_param(to, "to"),
+            limit=limit,
+            offset=offset,
+        )
+        rows, total = store.list_alerts(query)
+        items = [_summary(r, orjson.loads(r["payload"])) for r in rows]
+        next_offset = offset + limit if offset + limit < total else None
+        return {
+            "items": items,
+            "total": total,
+            "limit": limit,
+            "offset": offset,
+            "next_offset": next_offset,
+        }
+
+    @app.get("/alerts/{alert_id}")
+    def get_alert(alert_id: str) -> dict[str, Any]:
+        row = store.get_alert(alert_id)
+        if row is None:
+            raise HTTPException(404, f"no alert {alert_id!r}")
+        return _detail(row)
+
+    @app.post("/alerts/{alert_id}/feedback", dependencies=[Depends(require_key)])
+    def give_feedback(alert_id: str, feedback: Feedback) -> dict[str, Any]:
+        row = store.get_alert(alert_id)
+        if row is None:
+            raise HTTPException(404, f"no alert {alert_id!r}")
+        alert = orjson.loads(row["payload"])
+        try:
+            label = build_label(alert, row["event_ts"], feedback.label, feedback.note, time.time())
+        except ContractError as exc:
+            raise HTTPException(422, f"cannot build a label: {exc}") from None
+        try:
+            # Published before the alert is marked: a failure leaves it open to retry.
+            labels.publish(label)
+        except PublishError as exc:
+            logger.error("label not published %s", kv(alert_id=alert_id, error=exc))
+            raise HTTPException(503, str(exc)) from None
+        store.mark_reviewed(alert_id, feedback.label, feedback.note)
+        FEEDBACK.labels(feedback.label).inc()
+        logger.info("analyst verdict %s", kv(alert_id=alert_id, label=feedback.label))
+        reviewed = store.get_alert(alert_id)
+        assert reviewed is not None
+        return {"alert": _detail(reviewed), "label": label}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    def ready() -> JSONResponse:
+        checks = {"kafka": kafka_ok(), "database": _db_ok(store)}
+        code = 200 if all(checks.values()) else 503
+        return JSONResponse({"ready": code == 200, "checks": checks}, status_code=code)
+
+    @app.get("/metrics")
+    def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
+
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def _db_ok(store: AlertStore) -> bool:
+    try:
+        store.ping()
+        return True
+    except Exception as exc:  # readiness reports any failure, it never raises
+        logger.warning("database not ready %s", kv(error=exc))
+        return False

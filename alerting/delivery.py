@@ -1,0 +1,165 @@
+"""Delivery of stored alerts: routing, per-user suppression, concurrent sends, DLQ.
+
+Every (alert, sink) ends in exactly one final state, recorded in the database as soon as
+it is known: delivered, suppressed (folded into a window whose summary is owed), or
+dead-lettered. A restart skips what is recorded, so the only resend is of a notification
+that was in flight when the process died; its Idempotency-Key lets the receiver drop it.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass
+
+from alerting.dlq import DeadLetters
+from alerting.metrics import DELIVERED, DELIVERY_LATENCY, FAILED, SUPPRESSED
+from alerting.rules import Rules
+from alerting.sinks import Notification, Outcome, Sink
+from alerting.store import DEAD_LETTERED, AlertStore, StoredAlert
+from alerting.store import DELIVERED as DELIVERED_STATE
+from fraudcore.logs import kv
+
+logger = logging.getLogger(__name__)
+
+DLQ_FLUSH_TIMEOUT_S = 30.0
+PRUNE_EVERY_S = 3600.0
+KEEP_WINDOWS_S = 86_400.0
+
+
+@dataclass(frozen=True)
+class Job:
+    alert: StoredAlert
+    sink: str
+    note: Notification
+    window_id: int | None = None  # set for a window's summary
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        store: AlertStore,
+        rules: Rules,
+        sinks: dict[str, Sink],
+        dead_letters: DeadLetters,
+        stop: threading.Event,
+    ) -> None:
+        self.store = store
+        self.rules = rules
+        self.sinks = sinks
+        self.dead_letters = dead_letters
+        self.stop = stop
+        self.pool = ThreadPoolExecutor(rules.delivery.workers, thread_name_prefix="deliver")
+        self._last_prune = 0.0
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True)
+        for sink in self.sinks.values():
+            sink.close()
+
+    def deliver(self, batch: Sequence[StoredAlert]) -> bool:
+        """Route and deliver a batch. True when every alert reached a final state; False
+        when shutdown interrupted a retry (those alerts stay pending for the next run)."""
+        return self._run(self._plan(batch))
+
+    def deliver_due_summaries(self) -> bool:
+        """Send the summary of every suppression window that closed with folded alerts."""
+        now = time.time()
+        if now - self._last_prune > PRUNE_EVERY_S:
+            self._last_prune = now
+            pruned = self.store.prune_windows(now - KEEP_WINDOWS_S)
+            if pruned:
+                logger.info("suppression windows pruned %s", kv(count=pruned))
+        jobs = []
+        for w in self.store.due_summaries(now):
+            last = self.store.load_alert(w.last_folded or w.opened_by)
+            if last is None:  # cannot happen while alerts are never deleted
+                logger.error("summary without its alert %s", kv(window_id=w.window_id))
+                continue
+            note = Notification(
+                kind="summary",
+                alert=last.record,
+                idempotency_key=f"summary-{w.opened_by}",
+                count=w.folded,
+                window=(w.start_ts, w.end_ts),
+                max_score=w.max_score,
+            )
+            jobs.append(Job(last, w.sink, note, w.window_id))
+        return self._run(jobs)
+
+    def _plan(self, batch: Sequence[StoredAlert]) -> list[Job]:
+        window_s = self.rules.suppression.window_seconds
+        final = self.store.delivery_states(a.alert_id for a in batch)
+        planned: set[tuple[str, str]] = set()
+        jobs: list[Job] = []
+        folded: list[str] = []
+        now = time.time()
+        with self.store.tx() as conn:
+            for alert in batch:
+                record = alert.record
+                for sink in self.rules.route(record["severity"], record["score"]):
+                    key = (alert.alert_id, sink)
+                    # A replayed alert (same id) is delivered at most once per sink.
+                    if key in final or key in planned:
+                        continue
+                    planned.add(key)
+                    if window_s > 0:
+                        window = self.store.current_window(conn, alert.user_id, sink, now)
+                        if window is None:
+                            self.store.open_window(
+                                conn, alert.user_id, sink, alert.alert_id, now, window_s
+                            )
+                        elif window.opened_by != alert.alert_id:
+                            self.store.fold(conn, window, alert.alert_id, record["score"])
+                            folded.append(sink)
+                            continue
+                    jobs.append(Job(alert, sink, Notification("alert", record, alert.alert_id)))
+        for sink in folded:
+            SUPPRESSED.labels(sink).inc()
+        return jobs
+
+    def _send(self, job: Job) -> Outcome:
+        sink = self.sinks.get(job.sink)
+        if sink is None:  # a summary owed to a sink removed from the config since
+            return Outcome(ok=False, attempts=0, error=f"sink {job.sink!r} is no longer configured")
+        return sink.send(job.note, self.stop)
+
+    def _run(self, jobs: list[Job]) -> bool:
+        if not jobs:
+            return True
+        futures = {self.pool.submit(self._send, job): job for job in jobs}
+        failed: list[tuple[Job, Outcome]] = []
+        interrupted = False
+        for future in as_completed(futures):
+            job, outcome = futures[future], future.result()
+            if outcome.ok:
+                self._record(job, DELIVERED_STATE, outcome)
+                DELIVERED.labels(job.sink, job.note.kind).inc()
+                if job.note.kind == "alert":
+                    DELIVERY_LATENCY.labels(job.sink).observe(
+                        max(0.0, time.time() - job.alert.processed_ts)
+                    )
+            elif outcome.interrupted:
+                interrupted = True
+            else:
+                failed.append((job, outcome))
+        if failed:
+            for job, outcome in failed:
+                self.dead_letters.undeliverable(job.alert, job.note, job.sink, outcome)
+            # Recorded as dead-lettered only once Kafka has the dead letter.
+            self.dead_letters.flush(DLQ_FLUSH_TIMEOUT_S)
+            for job, outcome in failed:
+                self._record(job, DEAD_LETTERED, outcome)
+                FAILED.labels(job.sink).inc()
+        return not interrupted
+
+    def _record(self, job: Job, state: str, outcome: Outcome) -> None:
+        if job.window_id is not None:
+            self.store.close_summary(job.window_id, state)
+        else:
+            self.store.record_delivery(
+                job.alert.alert_id, job.sink, state, outcome.attempts, outcome.error
+            )
