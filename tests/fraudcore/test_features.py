@@ -1,0 +1,89 @@
+"""The feature definitions on hand-made cases (offline implementation, no services)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from fraudcore.features import FEATURE_INDEX, OfflineFeatureBuilder, haversine_km
+
+DAY = 86_400.0
+T0 = 1_780_000_000.0 // DAY * DAY + 12 * 3600  # noon UTC
+
+
+def tx(i: int, ts: float, amount: float = 10.0, **extra: object) -> tuple[dict, float]:
+    record = {"transaction_id": f"t{i}", "user_id": "u", "merchant_id": "m", "amount": amount}
+    record.update(extra)
+    return record, ts
+
+
+def features(stream: list[tuple[dict, float]]) -> list[dict[str, float]]:
+    rows = OfflineFeatureBuilder().transactions(stream)
+    return [{name: row[i] for name, i in FEATURE_INDEX.items()} for row in rows]
+
+
+def test_velocity_windows_count_only_strictly_earlier_events() -> None:
+    stream = [tx(i, T0 + 20 * i) for i in range(5)] + [tx(99, T0 + 20 * 4)]  # same second
+    last = features(stream)[-1]
+    assert last["user_txn_count_1m"] == 3  # t-60..t: events at -60, -40, -20; not the tie
+    assert last["user_txn_count_10m"] == 4
+    assert last["user_seconds_since_prev"] == 20
+
+
+def test_out_of_order_event_does_not_see_the_future() -> None:
+    stream = [tx(1, T0), tx(2, T0 + 600), tx(3, T0 + 300)]
+    late = features(stream)[-1]
+    assert late["user_txn_count_1h"] == 1  # only the event at T0
+    assert late["user_seconds_since_prev"] == 300
+
+
+def test_day_windows_are_calendar_aligned() -> None:
+    stream = [tx(1, T0 - 6 * DAY), tx(2, T0 - 7 * DAY), tx(3, T0 - 29 * DAY), tx(4, T0 - 30 * DAY)]
+    stream.append(tx(5, T0, amount=50.0))
+    last = features(stream)[-1]
+    assert last["user_txn_count_7d"] == 1
+    assert last["user_txn_count_30d"] == 3
+    assert math.isclose(last["user_amount_mean_30d"], 10.0)
+    assert math.isclose(last["user_amount_ratio_30d"], 5.0)
+
+
+def test_impossible_travel_and_new_device() -> None:
+    paris, new_york = (48.8566, 2.3522), (40.7128, -74.0060)
+    stream = [
+        tx(1, T0, lat=paris[0], lon=paris[1], device_id="phone", country="FR"),
+        tx(2, T0 + 1800, lat=new_york[0], lon=new_york[1], device_id="laptop", country="US"),
+    ]
+    second = features(stream)[-1]
+    distance = haversine_km(*paris, *new_york)
+    assert 5800 < distance < 5900
+    assert second["user_distance_km_prev"] == distance
+    assert math.isclose(second["user_speed_kmh_prev"], distance * 2)
+    assert second["user_new_device"] == 1 and second["user_new_country"] == 1
+    assert features(stream[:1])[0]["user_new_device"] == 1
+
+
+def test_missing_optional_fields_are_missing_not_zero() -> None:
+    only = features([tx(1, T0)])[0]
+    for name in (
+        "user_distance_km_prev",
+        "user_new_device",
+        "user_new_country",
+        "user_amount_mean_30d",
+    ):
+        assert np.isnan(only[name]), name
+    assert only["user_txn_count_24h"] == 0
+
+
+def test_merchant_windows_are_previous_full_days_and_labels_point_in_time() -> None:
+    builder = OfflineFeatureBuilder()
+    builder.add_label("m", "t1", "fraud", T0 + 2 * DAY)  # known two days later
+    rows = builder.transactions([tx(1, T0), tx(2, T0 + 60), tx(3, T0 + DAY), tx(4, T0 + 2 * DAY)])
+    i_count, i_fraud = (
+        FEATURE_INDEX["merchant_txn_count_1d"],
+        FEATURE_INDEX["merchant_fraud_count_7d"],
+    )
+    assert rows[1, i_count] == 0  # same day: not counted yet
+    assert rows[2, i_count] == 2
+    assert rows[2, i_fraud] == 0  # the label is not available yet
+    assert rows[3, i_fraud] == 1
