@@ -111,3 +111,20 @@ class FraudModel:
         if hasattr(features, "loc"):
             features = features[list(self.feature_names)].to_numpy(dtype=np.float64)
         return self.score(np.asarray(features, dtype=np.float64))
+
+
+# MLflow stores sklearn models with skops, which refuses to load types it was not told
+# to trust. We trust exactly our own model classes and scikit-learn/numpy internals.
+_TRUSTED_PREFIXES = ("fraudcore.model.", "sklearn.", "numpy.")
+
+
+def skops_trusted_types(model: FraudModel) -> list[str]:
+    """The types `model` serialises to that skops must be told to trust (for
+    mlflow.sklearn.log_model(..., skops_trusted_types=...)); raises on anything else."""
+    import skops.io
+
+    untrusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    foreign = [t for t in untrusted if not t.startswith(_TRUSTED_PREFIXES)]
+    if foreign:
+        raise TypeError(f"model contains types outside fraudcore/sklearn/numpy: {foreign}")
+    return list(untrusted)

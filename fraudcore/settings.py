@@ -51,6 +51,7 @@ class TopicSettings(FrozenSettings):
     topic_labels: str = "labels"
     topic_transactions_dlq: str = "transactions.dlq"
     topic_alerts_dlq: str = "alerts.dlq"
+    topic_labels_dlq: str = "labels.dlq"
 
 
 _PASSTHROUGH_PREFIXES = ("KAFKA_SECURITY_", "KAFKA_SASL_", "KAFKA_SSL_")

@@ -26,4 +26,5 @@ def stack_topics(topics: TopicSettings, transactions_partitions: int = 6) -> lis
         TopicSpec(topics.topic_labels, 3, (("retention.ms", "-1"),)),
         TopicSpec(topics.topic_transactions_dlq, 1, (("retention.ms", week),)),
         TopicSpec(topics.topic_alerts_dlq, 1, (("retention.ms", week),)),
+        TopicSpec(topics.topic_labels_dlq, 1, (("retention.ms", week),)),
     ]

@@ -53,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
     scorer = Scorer(settings, stop)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(scorer), host=args.http_host, port=settings.scorer_http_port, log_level="warning"
+            create_app(scorer),
+            host=args.http_host,
+            port=settings.scorer_http_port,
+            log_level="warning",
         )
     )
     api = threading.Thread(target=server.run, name="http", daemon=True)

@@ -69,7 +69,9 @@ def create_app(scorer: Scorer) -> FastAPI:
         try:
             body = orjson.loads(await request.body())
         except orjson.JSONDecodeError as exc:
-            return JSONResponse({"detail": [{"field": None, "reason": "unparseable", "msg": str(exc)}]}, 422)
+            return JSONResponse(
+                {"detail": [{"field": None, "reason": "unparseable", "msg": str(exc)}]}, 422
+            )
         records = body if isinstance(body, list) else [body]
         txs, originals, errors = [], [], []
         for index, record in enumerate(records):

@@ -125,7 +125,9 @@ class FeatureStore:
             out[rows, columns] = msgpack.unpackb(reply)
         return out
 
-    def fold_label(self, merchant_id: str, transaction_id: str, label: str, available_ms: int) -> bool:
+    def fold_label(
+        self, merchant_id: str, transaction_id: str, label: str, available_ms: int
+    ) -> bool:
         """Count a fraud label for its merchant (once per transaction)."""
         _, frauds = self.merchant_keys(merchant_id)
         replies = self._run(

@@ -26,7 +26,9 @@ logger = logging.getLogger(__name__)
 
 
 class LabelFolder:
-    def __init__(self, settings: ScorerSettings, store: FeatureStore, stop: threading.Event) -> None:
+    def __init__(
+        self, settings: ScorerSettings, store: FeatureStore, stop: threading.Event
+    ) -> None:
         self.settings = settings
         self.store = store
         self.stop = stop
@@ -74,7 +76,12 @@ class LabelFolder:
                 )  # fmt: skip
                 continue
             batch.append(
-                (label["merchant_id"], label["transaction_id"], label["label"], round(available_ts * 1000))
+                (
+                    label["merchant_id"],
+                    label["transaction_id"],
+                    label["label"],
+                    round(available_ts * 1000),
+                )
             )
         attempt = 0
         while not self.stop.is_set():
@@ -96,4 +103,3 @@ class LabelFolder:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 raise
-

@@ -14,7 +14,9 @@ unknown_fields = Counter(
     "scorer_unknown_fields_total", "Transactions carrying fields the contract does not know"
 )
 batch_size = Histogram(
-    "scorer_batch_size", "Messages per micro-batch", buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000)
+    "scorer_batch_size",
+    "Messages per micro-batch",
+    buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000),
 )
 stage_seconds = Histogram(
     "scorer_stage_seconds",
@@ -38,16 +40,24 @@ score_distribution = Histogram(
     "scorer_score",
     "Scores produced",
     ["model_version"],
-    buckets=tuple(i / 20 for i in range(1, 20)) + (0.99, 0.995, 0.999),
+    buckets=(*(i / 20 for i in range(1, 20)), 0.99, 0.995, 0.999),
 )
-model_version = Gauge("scorer_model_version", "Version of the model in use (0 = none)", ["model_name"])
+model_version = Gauge(
+    "scorer_model_version", "Version of the model in use (0 = none)", ["model_name"]
+)
 model_loaded = Gauge("scorer_model_loaded", "1 when a model is loaded and scoring")
 model_load_failures = Counter("scorer_model_load_failures_total", "Failed model loads or polls")
-model_last_loaded = Gauge("scorer_model_loaded_timestamp_seconds", "When the model in use was loaded")
+model_last_loaded = Gauge(
+    "scorer_model_loaded_timestamp_seconds", "When the model in use was loaded"
+)
 redis_errors = Counter("scorer_redis_errors_total", "Redis calls that failed (then retried)")
 kafka_errors = Counter("scorer_kafka_errors_total", "Kafka errors by class", ["kind"])
-transactions_aborted = Counter("scorer_kafka_transactions_aborted_total", "Aborted Kafka transactions")
-labels_folded = Counter("scorer_labels_folded_total", "Labels folded into merchant state", ["label"])
+transactions_aborted = Counter(
+    "scorer_kafka_transactions_aborted_total", "Aborted Kafka transactions"
+)
+labels_folded = Counter(
+    "scorer_labels_folded_total", "Labels folded into merchant state", ["label"]
+)
 ready = Gauge("scorer_ready", "1 when Kafka, Redis and the model are all available")
 feature_psi = Gauge(
     "scorer_feature_psi",

@@ -13,11 +13,11 @@ import threading
 import time
 from dataclasses import dataclass
 
-import mlflow
 import numpy as np
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
+import mlflow
 from fraudcore.logs import kv
 from fraudcore.model import FraudModel
 from scorer import metrics

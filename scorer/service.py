@@ -69,7 +69,9 @@ class Outage:
             kv(dependency=self.name, attempt=self.attempt, down_s=round(down_for, 1), error=error),
         )
         if down_for > self.limit_s:
-            raise OutageError(f"{self.name} unavailable for {down_for:.0f}s (limit {self.limit_s:.0f}s)")
+            raise OutageError(
+                f"{self.name} unavailable for {down_for:.0f}s (limit {self.limit_s:.0f}s)"
+            )
         time.sleep(min(2.0, 0.05 * 2**self.attempt))
 
     def recovered(self) -> None:
@@ -368,11 +370,15 @@ class Scorer:
             logger.warning("consume error %s", kv(error=error))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        logger.info("partitions assigned %s", kv(partitions=",".join(str(p.partition) for p in partitions)))
+        logger.info(
+            "partitions assigned %s", kv(partitions=",".join(str(p.partition) for p in partitions))
+        )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # Nothing is in flight here: a batch is committed before the next consume().
-        logger.info("partitions revoked %s", kv(partitions=",".join(str(p.partition) for p in partitions)))
+        logger.info(
+            "partitions revoked %s", kv(partitions=",".join(str(p.partition) for p in partitions))
+        )
         for p in partitions:
             with contextlib.suppress(KeyError):
                 metrics.consumer_lag.remove(p.topic, str(p.partition))
@@ -396,4 +402,3 @@ class Scorer:
             self._last_psi_export = now
             for name, value in self.drift.psi().items():
                 metrics.feature_psi.labels(name).set(value)
-

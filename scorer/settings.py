@@ -14,7 +14,6 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     mlflow_tracking_uri: str
     model_name: str
     scorer_http_port: int
-    topic_labels_dlq: str = "labels.dlq"
 
     scorer_group_id: str = "scorer"
     scorer_labels_group_id: str = "scorer-labels"
