@@ -81,7 +81,16 @@ class AlertConsumer:
 
     def run(self) -> None:
         s = self.settings
-        consumer = Consumer(consumer_config(s.client_config(), s.alerting_group_id))
+        consumer = Consumer(
+            consumer_config(
+                s.client_config(),
+                s.alerting_group_id,
+                **{
+                    "session.timeout.ms": s.alerting_session_timeout_ms,
+                    "max.poll.interval.ms": s.alerting_max_poll_interval_ms,
+                },
+            )
+        )
         consumer.subscribe([s.topic_alerts], on_assign=self._on_assign, on_revoke=self._on_revoke)
         logger.info("consuming %s", kv(topic=s.topic_alerts, group=s.alerting_group_id))
         try:

@@ -20,7 +20,11 @@ class AlertingSettings(KafkaSettings, TopicSettings):
     alerts_database_url: str = "sqlite:///.run/stack/alerts.db"
     alerting_group_id: str = "alerting"
     alerting_rules_file: Path = DEFAULT_RULES_FILE
-    alerting_batch_size: int = Field(default=200, ge=1, le=10_000)
+    alerting_batch_size: int = Field(default=100, ge=1, le=10_000)
+    # A killed instance's partitions move on after this (librdkafka's default is 45 s).
+    alerting_session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    # A batch waits for its retries when a sink is down; stay in the group meanwhile.
+    alerting_max_poll_interval_ms: int = Field(default=1_800_000, ge=10_000)
     alerting_poll_timeout_s: float = Field(default=0.5, gt=0)
     alerting_startup_timeout_s: float = Field(default=60.0, gt=0)
     # A dependency (Kafka, the database) unreachable for this long ends the process

@@ -134,7 +134,9 @@ def consume(bootstrap: str, topic: str, count: int, timeout_s: float = 30.0) -> 
 
 
 def headers_of(msg: Message) -> dict[str, str]:
-    return {k: (v or b"").decode() for k, v in (msg.headers() or [])}
+    raw = msg.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return {k: v.decode() if isinstance(v, bytes) else str(v or "") for k, v in pairs}
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, every_s: float = 0.2) -> bool:
@@ -194,6 +196,7 @@ class ServiceConfig:
             ALERTING_RULES_FILE=str(rules_file),
             ALERTING_STARTUP_TIMEOUT_S="30",
             ALERTING_POLL_TIMEOUT_S="0.2",
+            ALERTING_SESSION_TIMEOUT_MS="6000",  # the broker's minimum: fast takeover
             PYTHONUNBUFFERED="1",
         )
         env.update(extra)
@@ -278,6 +281,7 @@ class Receiver:
     def __init__(self, decide: Callable[[str | None, int], Any] | None = None) -> None:
         self.decide = decide or (lambda _key, _n: 200)
         self.requests: list[Request] = []
+        self.arrivals: Counter[str | None] = Counter()
         self.lock = threading.Lock()
         receiver = self
 
@@ -286,8 +290,9 @@ class Receiver:
                 length = int(self.headers.get("Content-Length", "0"))
                 body = json.loads(self.rfile.read(length) or b"{}")
                 key = self.headers.get("Idempotency-Key")
-                with receiver.lock:
-                    seen = sum(1 for r in receiver.requests if r.key == key) + 1
+                with receiver.lock:  # counted on arrival: a slow answer is still "seen"
+                    receiver.arrivals[key] += 1
+                    seen = receiver.arrivals[key]
                 action = receiver.decide(key, seen)
                 status = 200
                 if isinstance(action, tuple):
