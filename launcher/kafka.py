@@ -1,0 +1,120 @@
+"""A single-node KRaft Kafka broker from Apache's jars on Maven Central."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import shutil
+import subprocess
+import time
+import uuid
+from pathlib import Path
+
+from fraudcore.logs import kv
+from launcher.layout import CACHE_DIR
+
+logger = logging.getLogger(__name__)
+
+KAFKA_VERSION = "4.1.1"
+HERE = Path(__file__).resolve().parent
+POM = HERE / "kafka-pom.xml"
+LOG4J_CONFIG = HERE / "kafka-log4j2.properties"
+FETCH_TIMEOUT_S = 900
+FORMAT_TIMEOUT_S = 120
+HEAP = "-Xmx512m"
+
+
+def libs_dir(version: str = KAFKA_VERSION) -> Path:
+    return CACHE_DIR / f"kafka-{version}" / "libs"
+
+
+def fetch_jars(version: str = KAFKA_VERSION) -> Path:
+    """Resolve the broker's jars into .cache once; later calls only check a marker."""
+    libs = libs_dir(version)
+    done = libs / ".complete"
+    if done.exists():
+        return libs
+    if shutil.which("mvn") is None:
+        raise RuntimeError("mvn not found: install Maven (make install does)")
+    staging = libs.with_name("libs.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    logger.info("fetching kafka jars from Maven Central %s", kv(version=version, into=libs))
+    started = time.monotonic()
+    result = subprocess.run(
+        [
+            "mvn", "-q", "-B", "-f", str(POM),
+            f"-Dmaven.repo.local={CACHE_DIR / 'm2'}",
+            f"-Dkafka.version={version}",
+            "-DincludeScope=runtime",
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={staging}",
+        ],
+        capture_output=True, text=True, timeout=FETCH_TIMEOUT_S,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"maven could not fetch kafka {version}:\n{result.stdout[-3000:]}")
+    shutil.rmtree(libs, ignore_errors=True)
+    staging.replace(libs)
+    done.touch()
+    logger.info(
+        "kafka jars ready %s",
+        kv(jars=len(list(libs.glob("*.jar"))), took_s=f"{time.monotonic() - started:.0f}"),
+    )
+    return libs
+
+
+def broker_properties(port: int, controller_port: int, host: str = "localhost") -> dict[str, str]:
+    """Single node acting as broker and controller; replication settings sized for one
+    node so transactions and consumer groups work."""
+    return {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.voters": f"1@{host}:{controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+        "controller.listener.names": "CONTROLLER",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "offsets.topic.replication.factor": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.partitions": "1",
+    }
+
+
+def write_server_properties(path: Path, properties: dict[str, str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(f"{key}={value}\n" for key, value in properties.items()))
+
+
+def new_cluster_id() -> str:
+    """A KRaft cluster id: a random UUID in unpadded base64url."""
+    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+
+
+def _classpath(libs: Path) -> str:
+    return f"{libs}/*"
+
+
+def format_storage(libs: Path, config: Path, data_dir: Path) -> None:
+    """Format the KRaft log directory, once per data directory."""
+    if (data_dir / "meta.properties").exists():
+        return
+    cluster_id = new_cluster_id()
+    result = subprocess.run(
+        ["java", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", _classpath(libs),
+         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+        capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise RuntimeError(f"kafka storage format failed:\n{result.stdout}{result.stderr}")
+    logger.info("kafka storage formatted %s", kv(dir=data_dir, cluster_id=cluster_id))
+
+
+def broker_argv(libs: Path, config: Path) -> list[str]:
+    return [
+        "java", HEAP, "-Djava.awt.headless=true",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        "-cp", _classpath(libs), "kafka.Kafka", str(config),
+    ]  # fmt: skip

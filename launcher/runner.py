@@ -1,0 +1,217 @@
+"""up / down / status over a set of services sharing one run folder."""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+from fraudcore.logs import kv
+from fraudcore.settings import REPO_ROOT
+from launcher import process
+from launcher.apps import BOOTSTRAP, BOOTSTRAP_TIMEOUT_S
+from launcher.layout import Layout
+from launcher.probes import StartError, tail, wait_until
+from launcher.services import INFRA, Service, all_services
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Status:
+    name: str
+    pid: int | None
+    ports: tuple[int, ...]
+    state: str  # running | stopped | stale pid file | not built
+    healthy: bool
+
+
+class Launcher:
+    def __init__(self, layout: Layout, services: Sequence[Service] | None = None) -> None:
+        self.layout = layout
+        self.services = list(services if services is not None else all_services(layout))
+        # Names of the services this object started, in start order: what a caller that
+        # must clean up after itself (the test fixture) hands back to down().
+        self.started: list[str] = []
+
+    def pid_file(self, name: str) -> Path:
+        return self.layout.run_dir / f"{name}.pid"
+
+    def log_file(self, name: str) -> Path:
+        return self.layout.run_dir / f"{name}.log"
+
+    def select(self, names: Sequence[str] | None) -> list[Service]:
+        if not names:
+            return list(self.services)
+        known = {s.name for s in self.services}
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown service(s) {', '.join(unknown)} in profile {self.layout.profile}; "
+                f"known: {', '.join(s.name for s in self.services)}"
+            )
+        return [s for s in self.services if s.name in names]
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One up/down at a time per run folder (two test sessions starting together)."""
+        self.layout.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.layout.run_dir / ".launcher.lock", "w") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                logger.info("waiting for another launcher %s", kv(run_dir=self.layout.run_dir))
+                fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    # --- up ---------------------------------------------------------------------------
+
+    def up(self, names: Sequence[str] | None = None) -> None:
+        """Start what is not running yet and wait until all selected services are healthy.
+        Infrastructure first; apps (if any are selected) after the model bootstrap."""
+        with self._lock():
+            selected = self.select(names)
+            runnable = []
+            for service in selected:
+                if service.missing:
+                    logger.warning("skipped %s", kv(service=service.name, reason=service.missing))
+                else:
+                    runnable.append(service)
+            infra = [s for s in runnable if s.name in INFRA]
+            apps = [s for s in runnable if s.name not in INFRA]
+            self._start_all(infra)
+            if apps:
+                self._bootstrap()
+                self._start_all(apps)
+
+    def _start_all(self, services: list[Service]) -> None:
+        # Everything is started before anything is waited for: the slow starters (Kafka's
+        # JVM, MLflow's migrations) then come up side by side.
+        to_start = []
+        for service in services:
+            record = process.read_pid_file(self.pid_file(service.name))
+            if record is not None and process.is_ours(record):
+                logger.info("already running %s", kv(service=service.name, pid=record.pid))
+                continue
+            if record is not None:
+                logger.info("removing stale pid file %s", kv(service=service.name))
+                self.pid_file(service.name).unlink(missing_ok=True)
+            to_start.append(service)
+        self._check_ports(to_start)
+        for service in to_start:
+            self._spawn(service)
+        for service in services:
+            self._wait_healthy(service)
+
+    def _check_ports(self, services: list[Service]) -> None:
+        for service in services:
+            for port in service.ports:
+                if process.port_in_use(port):
+                    raise StartError(
+                        f"{service.name}: port {port} is already in use by "
+                        f"{process.who_listens(port)}, which this launcher did not start "
+                        f"(no live pid file in {self.layout.run_dir}). Stop that process "
+                        f"or change the port in .env."
+                    )
+
+    def _spawn(self, service: Service) -> None:
+        if self.layout.fresh and service.data_dir is not None:
+            shutil.rmtree(service.data_dir, ignore_errors=True)
+        if service.prepare is not None:
+            service.prepare()
+        record = process.spawn(
+            service.argv,
+            pid_file=self.pid_file(service.name),
+            log_file=self.log_file(service.name),
+            fingerprint=service.fingerprint,
+            env=service.env,
+            cwd=REPO_ROOT,
+            truncate_log=self.layout.fresh,
+        )
+        self.started.append(service.name)
+        logger.info("started %s", kv(service=service.name, pid=record.pid, ports=service.ports))
+
+    def _wait_healthy(self, service: Service) -> None:
+        record = process.read_pid_file(self.pid_file(service.name))
+        if record is None:
+            raise StartError(f"{service.name}: no pid file after start")
+        wait_until(
+            service.probe,
+            what=f"{service.name} ({service.health})",
+            timeout_s=service.timeout_s,
+            alive=partial(process.alive, record),
+            log_file=self.log_file(service.name),
+        )
+        if service.on_healthy is not None:
+            service.on_healthy()
+
+    def _bootstrap(self) -> None:
+        package = BOOTSTRAP[0]
+        if not (REPO_ROOT / package / "__main__.py").exists():
+            logger.warning(
+                "skipped model bootstrap %s", kv(reason=f"{package}/__main__.py missing")
+            )
+            return
+        log_file = self.log_file("-".join(BOOTSTRAP))
+        argv = [sys.executable, "-m", *BOOTSTRAP]
+        logger.info("model bootstrap %s", kv(command=" ".join(argv[1:]), log=log_file))
+        with open(log_file, "a") as log:
+            try:
+                code = subprocess.run(
+                    argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                    cwd=REPO_ROOT, timeout=BOOTSTRAP_TIMEOUT_S,
+                ).returncode  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise StartError(
+                    f"model bootstrap still running after {BOOTSTRAP_TIMEOUT_S:.0f}s; "
+                    f"log: {log_file}"
+                ) from None
+        if code != 0:
+            raise StartError(f"model bootstrap exited {code}; log: {log_file}\n{tail(log_file)}")
+
+    # --- down / status ------------------------------------------------------------------
+
+    def down(self, names: Sequence[str] | None = None) -> None:
+        """Stop, in reverse start order, the selected services whose pid files name a
+        live process of ours; stale pid files are removed and nothing else is signalled."""
+        with self._lock():
+            for service in reversed(self.select(names)):
+                pid_file = self.pid_file(service.name)
+                record = process.read_pid_file(pid_file)
+                if record is None:
+                    continue
+                if not process.stop(record, service.name):
+                    logger.info(
+                        "not running (stale pid file removed, nothing signalled) %s",
+                        kv(service=service.name, pid=record.pid),
+                    )
+                pid_file.unlink(missing_ok=True)
+
+    def status(self) -> list[Status]:
+        rows = []
+        for service in self.services:
+            record = process.read_pid_file(self.pid_file(service.name))
+            live = record is not None and process.is_ours(record)
+            if service.missing:
+                state = "not built"
+            elif live:
+                state = "running"
+            else:
+                state = "stale pid file" if record is not None else "stopped"
+            rows.append(
+                Status(
+                    name=service.name,
+                    pid=record.pid if live and record else None,
+                    ports=service.ports,
+                    state=state,
+                    healthy=live and service.probe(),
+                )
+            )
+        return rows

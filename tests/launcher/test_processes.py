@@ -1,0 +1,124 @@
+"""The launcher's process mechanics, on a Redis of its own (free port, temporary run
+folder), so the session's test stack is never touched."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import redis
+
+from launcher import process
+from launcher.layout import Layout
+from launcher.probes import StartError
+from launcher.runner import Launcher
+from launcher.services import infra_services
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture
+def redis_only(tmp_path: Path) -> Iterator[Launcher]:
+    layout = Layout(
+        profile="unit",
+        run_dir=tmp_path / "run",
+        kafka_port=free_port(),
+        kafka_controller_port=free_port(),
+        redis_port=free_port(),
+        mlflow_port=free_port(),
+        prometheus_port=free_port(),
+    )
+    launcher = Launcher(layout, [s for s in infra_services(layout) if s.name == "redis"])
+    yield launcher
+    launcher.down()  # whatever a failed assertion left running
+
+
+def running(pid: int) -> bool:
+    return process._running(pid) is not None
+
+
+def test_up_is_idempotent_and_down_stops_only_what_it_started(redis_only: Launcher) -> None:
+    redis_only.up()
+    first = process.read_pid_file(redis_only.pid_file("redis"))
+    assert first is not None and running(first.pid)
+    assert redis_only.started == ["redis"]
+
+    client = redis.Redis.from_url(redis_only.layout.redis_url)
+    client.set("launcher-test", "kept")
+    assert client.config_get("appendonly") == {"appendonly": "yes"}
+    assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
+    assert client.config_get("dir")["dir"] == str(redis_only.layout.run_dir / "redis")
+
+    redis_only.up()  # a live process of ours is left alone
+    second = process.read_pid_file(redis_only.pid_file("redis"))
+    assert second == first
+    assert redis_only.started == ["redis"]
+    assert client.get("launcher-test") == b"kept"
+
+    [row] = redis_only.status()
+    assert (row.name, row.pid, row.state, row.healthy) == ("redis", first.pid, "running", True)
+
+    redis_only.down()
+    assert not running(first.pid)
+    assert not redis_only.pid_file("redis").exists()
+    assert not process.port_in_use(redis_only.layout.redis_port)
+    [row] = redis_only.status()
+    assert (row.pid, row.state, row.healthy) == (None, "stopped", False)
+
+
+def test_stale_pid_file_is_replaced(redis_only: Launcher) -> None:
+    pid_file = redis_only.pid_file("redis")
+    pid_file.parent.mkdir(parents=True)
+    # Above Linux's largest pid_max (2**22): no process can have it.
+    dead = process.PidRecord(pid=2**22 + 7, start_ticks=1, fingerprint=("redis-server",), argv=())
+    process.write_pid_file(pid_file, dead)
+
+    redis_only.up()
+    record = process.read_pid_file(pid_file)
+    assert record is not None and record.pid != dead.pid and running(record.pid)
+
+
+def test_port_held_by_a_stranger_fails_clearly(redis_only: Launcher) -> None:
+    port = redis_only.layout.redis_port
+    with socket.socket() as stranger:
+        stranger.bind(("127.0.0.1", port))
+        stranger.listen()
+        with pytest.raises(StartError, match=rf"port {port} is already in use.*did not start"):
+            redis_only.up()
+    assert redis_only.started == []
+    assert not redis_only.pid_file("redis").exists()
+
+
+@pytest.mark.parametrize("mismatch", ["command line", "start time"])
+def test_down_never_signals_a_process_it_did_not_start(redis_only: Launcher, mismatch: str) -> None:
+    stranger = subprocess.Popen(["sleep", "60"])
+    try:
+        stat = process._stat(stranger.pid)
+        assert stat is not None
+        # A pid file naming the stranger: either its command line is not a Redis's, or
+        # its start time differs (the pid was reused after our process ended).
+        record = process.PidRecord(
+            pid=stranger.pid,
+            start_ticks=stat.start_ticks if mismatch == "command line" else stat.start_ticks - 1,
+            fingerprint=("redis-server",) if mismatch == "command line" else ("sleep",),
+            argv=("redis-server",),
+        )
+        pid_file = redis_only.pid_file("redis")
+        pid_file.parent.mkdir(parents=True)
+        process.write_pid_file(pid_file, record)
+
+        redis_only.down()
+
+        assert stranger.poll() is None, "down signalled a process it did not start"
+        assert not pid_file.exists()
+    finally:
+        stranger.kill()
+        stranger.wait()
