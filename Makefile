@@ -13,6 +13,8 @@ STAMP := .cache/install-$(INSTALL_HASH).stamp
 # Every Python package of the repository (directories with an __init__.py).
 PACKAGES := $(patsubst %/__init__.py,%,$(wildcard */__init__.py))
 DEBIAN_PACKAGES := redis-server prometheus kcat default-jre-headless maven
+# Headless browser for the alerting review-page test (tests/alerting/test_review_page.py).
+DEBIAN_PACKAGES += chromium chromium-driver
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # `make up` uses Docker Compose when an engine answers, the local launcher otherwise.
 ENGINE := command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
@@ -36,7 +38,7 @@ $(STAMP): $(VENV)/pyvenv.cfg
 
 system-packages: ## Install redis-server, prometheus (promtool), kcat, Java, Maven if missing
 	@missing=""; \
-	for tool in redis-server prometheus promtool kcat java mvn; do \
+	for tool in redis-server prometheus promtool kcat java mvn chromium chromedriver; do \
 		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \
