@@ -15,8 +15,12 @@ SOURCE = REPO_ROOT / "prometheus" / "prometheus.yml"
 
 def local_config(layout: Layout, source: Path = SOURCE) -> dict[str, Any]:
     """The committed config with every target pointing at localhost. A target named
-    after a service the launcher knows gets that service's port for this layout."""
+    after a service the launcher knows gets that service's port for this layout. Rule
+    files, relative to the config in compose, become absolute (the rendered copy lives
+    in the run folder)."""
     config: dict[str, Any] = yaml.safe_load(source.read_text())
+    if config.get("rule_files"):
+        config["rule_files"] = [str(source.parent / pattern) for pattern in config["rule_files"]]
     ports = {**layout.app_ports, "prometheus": layout.prometheus_port}
     for job in config.get("scrape_configs", []):
         for static in job.get("static_configs", []):

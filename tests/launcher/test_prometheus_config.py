@@ -12,7 +12,7 @@ import yaml
 
 from launcher.apps import APPS
 from launcher.layout import Profile, layout_for
-from launcher.prometheus import SOURCE, write_local_config
+from launcher.prometheus import SOURCE, local_config, write_local_config
 
 
 def targets(config: dict[str, Any]) -> dict[str, list[str]]:
@@ -47,3 +47,10 @@ def test_committed_config_uses_compose_service_names() -> None:
     committed = targets(yaml.safe_load(SOURCE.read_text()))
     for job, job_targets in committed.items():
         assert all(t.rsplit(":", 1)[0] == job for t in job_targets), (job, job_targets)
+
+
+def test_relative_rule_files_become_absolute(tmp_path: Path) -> None:
+    source = tmp_path / "prometheus.yml"
+    source.write_text('rule_files: ["rules/*.yml"]\nscrape_configs: []\n')
+    config = local_config(layout_for("test"), source)
+    assert config["rule_files"] == [str(tmp_path / "rules" / "*.yml")]
