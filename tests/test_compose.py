@@ -15,8 +15,10 @@ import os
 import re
 import shutil
 import subprocess
+import tomllib
 from collections.abc import Iterator
 from dataclasses import dataclass
+from fnmatch import fnmatch
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -428,6 +430,25 @@ def test_service_images_install_their_own_package_with_the_pins() -> None:
         copied = {c.split()[0].strip("/") for c in df.all("COPY") if "--from=" not in c}
         assert {"fraudcore", name} <= copied, f"{name}: copies {copied}"
         assert not copied & ({a.name for a in APPS} | {"trainer", "launcher"}) - {name}
+
+
+def test_images_get_every_data_file_of_their_packages() -> None:
+    """Images install the packages for real (not editable): a data file that pyproject's
+    package-data does not match is silently missing in the container."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    patterns = pyproject["tool"]["setuptools"]["package-data"]["*"]
+    missing = [
+        str(path.relative_to(REPO))
+        for package in ("fraudcore", "trainer", *(app.name for app in APPS))
+        for path in (REPO / package).rglob("*")
+        if path.is_file()
+        and path.suffix not in (".py", ".pyc", ".md")
+        and path.name != "Dockerfile"
+        and not path.name.startswith(".")
+        and "__pycache__" not in path.parts
+        and not any(fnmatch(path.name, pattern) for pattern in patterns)
+    ]
+    assert not missing, f"not in [tool.setuptools.package-data]: {missing}"
 
 
 def test_app_healthchecks_probe_what_the_launcher_probes() -> None:
