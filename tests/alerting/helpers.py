@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -88,8 +88,8 @@ def make_alert(
 def produce(
     bootstrap: str,
     topic: str,
-    records: list[dict[str, Any] | bytes | None],
-    keys: list[str | None] | None = None,
+    records: Sequence[dict[str, Any] | bytes | None],
+    keys: Sequence[str | None] | None = None,
 ) -> None:
     """Publish inside one Kafka transaction, as the scorer does."""
     producer = Producer(
