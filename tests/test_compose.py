@@ -9,6 +9,7 @@ compose path cannot drift from the local one unnoticed.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import os
@@ -27,6 +28,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 from dotenv import dotenv_values
+from pydantic_settings import BaseSettings
 
 from fraudcore.settings import TopicSettings
 from fraudcore.topics import stack_topics
@@ -361,6 +363,39 @@ def test_service_addresses_point_at_compose_services() -> None:
                 assert_reaches_a_service(address, f"{name} {var}")
 
 
+def python_package(svc: dict[str, Any]) -> str | None:
+    """The package a service runs with `python -m`, if it runs one of ours."""
+    df = dockerfile_of(svc)
+    for command in (svc.get("entrypoint"), svc.get("command"), df.cmd() if df else None):
+        argv = list(command or [])
+        if argv[:2] == ["python", "-m"]:
+            return str(argv[2])
+    return None
+
+
+def test_every_required_setting_of_a_service_is_supplied() -> None:
+    """A required setting (no default) must come from .env or the service's environment,
+    or the container stops at start with a configuration error."""
+    unsupplied = []
+    for name, svc in services().items():
+        package = python_package(svc)
+        if package is None:
+            continue
+        module = importlib.import_module(f"{package}.settings")
+        supplied = set(ENV) | set(raw()["services"][name].get("environment") or {})
+        for cls in vars(module).values():
+            if not (isinstance(cls, type) and issubclass(cls, BaseSettings)):
+                continue
+            if cls.__module__ != module.__name__:
+                continue
+            prefix = str(cls.model_config.get("env_prefix") or "")
+            for field, info in cls.model_fields.items():
+                variable = f"{prefix}{field}".upper()
+                if info.is_required() and variable not in supplied:
+                    unsupplied.append(f"{name}: {variable} ({cls.__name__})")
+    assert not unsupplied, unsupplied
+
+
 def test_kafka_init_creates_the_topics_of_fraudcore() -> None:
     script = " ".join(services()["kafka-init"]["command"])
     assert "--if-not-exists" in script
@@ -425,7 +460,7 @@ def test_dockerfiles_are_slim_non_root_and_copy_what_exists() -> None:
 def test_service_images_install_their_own_package_with_the_pins() -> None:
     for name in [*(app.name for app in APPS), "trainer"]:
         df = Dockerfile.read(REPO / name / "Dockerfile")
-        assert df.cmd() == ["python", "-m", name]
+        assert df.cmd()[:3] == ["python", "-m", name]
         assert any("pip install -c constraints.txt ." in run for run in df.all("RUN"))
         copied = {c.split()[0].strip("/") for c in df.all("COPY") if "--from=" not in c}
         assert {"fraudcore", name} <= copied, f"{name}: copies {copied}"
