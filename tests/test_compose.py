@@ -310,7 +310,16 @@ def test_depends_on_targets_exist_and_wait_on_a_condition() -> None:
                 assert has_healthcheck(services()[target]), f"{target} can never be healthy"
             else:
                 assert condition == "service_completed_successfully", f"{name}->{target}"
-                assert target not in long_running(), f"{name} waits forever for {target}"
+    # `docker compose up --wait` counts a one-shot's exit as a failure unless a
+    # long-running service waits for it to complete.
+    for shot in one_shots() - tools():
+        adopters = [
+            name
+            for name in long_running()
+            if (services()[name].get("depends_on") or {}).get(shot, {}).get("condition")
+            == "service_completed_successfully"
+        ]
+        assert adopters, f"no long-running service waits for {shot}: `up --wait` would fail"
 
 
 def test_every_variable_resolves_from_env_or_a_default() -> None:
@@ -322,8 +331,9 @@ def test_every_variable_resolves_from_env_or_a_default() -> None:
                 unresolved.add(name)
     assert not unresolved, f"not in .env and no default: {sorted(unresolved)}"
     for svc in services().values():
-        for env_file in [svc["env_file"]] if isinstance(svc.get("env_file"), str) else []:
-            assert (REPO / env_file).is_file()
+        files = svc.get("env_file") or []
+        for env_file in [files] if isinstance(files, str) else files:
+            assert (REPO / env_file).is_file(), f"env_file {env_file} is missing"
 
 
 def test_published_ports_come_from_env_and_reach_the_service() -> None:
@@ -361,16 +371,6 @@ def test_service_addresses_point_at_compose_services() -> None:
             assert var in env, f"{name}: {var} would be .env's localhost address"
             for address in env[var].split(","):
                 assert_reaches_a_service(address, f"{name} {var}")
-
-
-def python_package(svc: dict[str, Any]) -> str | None:
-    """The package a service runs with `python -m`, if it runs one of ours."""
-    df = dockerfile_of(svc)
-    for command in (svc.get("entrypoint"), svc.get("command"), df.cmd() if df else None):
-        argv = list(command or [])
-        if argv[:2] == ["python", "-m"]:
-            return str(argv[2])
-    return None
 
 
 def test_every_required_setting_of_a_service_is_supplied() -> None:
@@ -411,14 +411,24 @@ def test_kafka_init_creates_the_topics_of_fraudcore() -> None:
     assert created == expected
 
 
+def python_package(svc: dict[str, Any]) -> str | None:
+    """The package a service runs with `python -m`, if it runs one of ours."""
+    df = dockerfile_of(svc)
+    for command in (svc.get("entrypoint"), svc.get("command"), df.cmd() if df else None):
+        argv = list(command or [])
+        if argv[:2] == ["python", "-m"]:
+            return str(argv[2])
+    return None
+
+
 def python_m_targets() -> Iterator[tuple[str, str]]:
-    commands = [(n, s.get(k)) for n, s in services().items() for k in ("entrypoint", "command")]
-    commands += [(str(df.path), df.cmd()) for df in built_dockerfiles().values()]
-    for where, command in commands:
-        argv = command.split() if isinstance(command, str) else list(command or [])
-        for i, arg in enumerate(argv[:-1]):
-            if arg == "-m":
-                yield where, argv[i + 1]
+    for name, svc in services().items():
+        package = python_package(svc)
+        if package:
+            yield name, package
+    for path, df in built_dockerfiles().items():
+        if df.cmd()[:2] == ["python", "-m"]:
+            yield str(path.relative_to(REPO)), df.cmd()[2]
 
 
 def test_every_python_m_target_is_a_package_with_main() -> None:
