@@ -468,13 +468,17 @@ def test_dockerfiles_are_slim_non_root_and_copy_what_exists() -> None:
 
 
 def test_service_images_install_their_own_package_with_the_pins() -> None:
+    deps_stages = set()
     for name in [*(app.name for app in APPS), "trainer"]:
         df = Dockerfile.read(REPO / name / "Dockerfile")
+        # Identical up to their own sources, so the dependency layer is built once.
+        deps_stages.add(df.instructions[: df.instructions.index(("FROM", "deps AS build"))])
         assert df.cmd()[:3] == ["python", "-m", name]
         assert any("pip install -c constraints.txt ." in run for run in df.all("RUN"))
         copied = {c.split()[0].strip("/") for c in df.all("COPY") if "--from=" not in c}
         assert {"fraudcore", name} <= copied, f"{name}: copies {copied}"
         assert not copied & ({a.name for a in APPS} | {"trainer", "launcher"}) - {name}
+    assert len(deps_stages) == 1, "the service Dockerfiles' deps stages differ"
 
 
 def test_images_get_every_data_file_of_their_packages() -> None:
