@@ -11,255 +11,48 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
-import json
 import os
 import re
-import shutil
 import subprocess
 import tomllib
-from collections.abc import Iterator
-from dataclasses import dataclass
 from fnmatch import fnmatch
-from functools import cache
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import yaml
-from dotenv import dotenv_values
 from pydantic_settings import BaseSettings
 
 from fraudcore.settings import TopicSettings
 from fraudcore.topics import stack_topics
 from launcher.apps import APPS
-
-REPO = Path(__file__).resolve().parents[1]
-COMPOSE_FILE = REPO / "docker-compose.yml"
-ENV: dict[str, str] = {k: v or "" for k, v in dotenv_values(REPO / ".env").items()}
-# ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, $VAR; $$ is a literal $.
-VARIABLE = re.compile(
-    r"\$\$|\$\{(?P<braced>[A-Za-z_]\w*)(?:(?P<op>:?[-?])(?P<arg>[^}]*))?\}|\$(?P<bare>[A-Za-z_]\w*)"
+from tests.compose_files import (
+    COMPOSE_FILE,
+    ENV,
+    PUBLISHED,
+    REPO,
+    VARIABLE,
+    Dockerfile,
+    assert_reaches_a_service,
+    bind_mounts,
+    built_dockerfiles,
+    compose,
+    compose_cli,
+    dockerignored,
+    environment,
+    has_healthcheck,
+    image_healthcheck,
+    listening_ports,
+    long_running,
+    memory_limit,
+    one_shots,
+    python_m_targets,
+    python_package,
+    raw,
+    services,
+    strings,
+    tools,
 )
-MEMORY = re.compile(r"^(\d+(?:\.\d+)?)\s*([bkmg]?)b?$", re.IGNORECASE)
-PUBLISHED = re.compile(r"^127\.0\.0\.1:\$\{(?P<var>\w+)\}:(?P<container>\d+)$")
-
-
-# --- loading -------------------------------------------------------------------------
-
-
-def interpolate(text: str) -> str:
-    def one(m: re.Match[str]) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group("braced") or m.group("bare")
-        value = ENV.get(name)
-        if m.group("op") in (":-", "-") and (
-            value is None or (m.group("op") == ":-" and not value)
-        ):
-            return m.group("arg")
-        if value is None:
-            raise KeyError(f"{name} is not in .env and has no default")
-        return value
-
-    return VARIABLE.sub(one, text)
-
-
-def _walk(node: Any, fn: Any) -> Any:
-    if isinstance(node, dict):
-        return {k: _walk(v, fn) for k, v in node.items()}
-    if isinstance(node, list):
-        return [_walk(v, fn) for v in node]
-    return fn(node) if isinstance(node, str) else node
-
-
-def _strings(node: Any) -> Iterator[str]:
-    if isinstance(node, dict):
-        for value in node.values():
-            yield from _strings(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from _strings(value)
-    elif isinstance(node, str):
-        yield node
-
-
-@cache
-def raw() -> dict[str, Any]:
-    loaded: dict[str, Any] = yaml.safe_load(COMPOSE_FILE.read_text())
-    return loaded
-
-
-@cache
-def compose() -> dict[str, Any]:
-    """The compose file as Compose sees it: YAML first, then variables from .env."""
-    resolved: dict[str, Any] = _walk(raw(), interpolate)
-    return resolved
-
-
-def services() -> dict[str, dict[str, Any]]:
-    found: dict[str, dict[str, Any]] = compose()["services"]
-    return found
-
-
-def tools() -> set[str]:
-    """Services only started on demand (`docker compose run`)."""
-    return {name for name, svc in services().items() if svc.get("profiles")}
-
-
-def one_shots() -> set[str]:
-    """Services that others wait for to finish (service_completed_successfully)."""
-    return {
-        target
-        for svc in services().values()
-        for target, dep in (svc.get("depends_on") or {}).items()
-        if isinstance(dep, dict) and dep.get("condition") == "service_completed_successfully"
-    }
-
-
-def long_running() -> set[str]:
-    return set(services()) - tools() - one_shots()
-
-
-def environment(svc: dict[str, Any]) -> dict[str, str]:
-    env = svc.get("environment") or {}
-    if isinstance(env, list):
-        env = dict(item.split("=", 1) for item in env)
-    return {k: str(v) for k, v in env.items()}
-
-
-# --- Dockerfiles ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Dockerfile:
-    path: Path
-    instructions: tuple[tuple[str, str], ...]
-
-    @classmethod
-    def read(cls, path: Path) -> Dockerfile:
-        instructions: list[tuple[str, str]] = []
-        pending = ""
-        for line in path.read_text().splitlines():
-            if line.lstrip().startswith("#") or not line.strip():
-                continue
-            pending += line.rstrip()
-            if pending.endswith("\\"):
-                pending = pending[:-1] + " "
-                continue
-            keyword, _, args = pending.strip().partition(" ")
-            instructions.append((keyword.upper(), args.strip()))
-            pending = ""
-        return cls(path, tuple(instructions))
-
-    def all(self, keyword: str) -> list[str]:
-        return [args for kw, args in self.instructions if kw == keyword]
-
-    def final_stage(self, keyword: str) -> list[str]:
-        last_from = max(i for i, (kw, _) in enumerate(self.instructions) if kw == "FROM")
-        return [args for kw, args in self.instructions[last_from:] if kw == keyword]
-
-    def cmd(self) -> list[str]:
-        cmds = self.final_stage("CMD")
-        assert cmds, f"{self.path}: no CMD"
-        parsed: list[str] = json.loads(cmds[-1])  # exec form: signals reach the process
-        return parsed
-
-
-def dockerfile_of(svc: dict[str, Any]) -> Dockerfile | None:
-    build = svc.get("build")
-    if build is None:
-        return None
-    context = REPO / (build if isinstance(build, str) else build.get("context", "."))
-    name = "Dockerfile" if isinstance(build, str) else build.get("dockerfile", "Dockerfile")
-    return Dockerfile.read(context / name)
-
-
-def built_dockerfiles() -> dict[Path, Dockerfile]:
-    found = {}
-    for svc in services().values():
-        df = dockerfile_of(svc)
-        if df is not None:
-            found[df.path] = df
-    return found
-
-
-def image_healthcheck(svc: dict[str, Any]) -> str | None:
-    df = dockerfile_of(svc)
-    checks = df.final_stage("HEALTHCHECK") if df else []
-    return checks[-1] if checks and checks[-1] != "NONE" else None
-
-
-def has_healthcheck(svc: dict[str, Any]) -> bool:
-    check = svc.get("healthcheck") or {}
-    if check.get("disable"):
-        return False
-    return bool(check.get("test")) or image_healthcheck(svc) is not None
-
-
-def _glob_regex(pattern: str) -> re.Pattern[str]:
-    out = ""
-    for token in re.split(r"(\*\*/|\*\*|\*|\?)", pattern.strip("/")):
-        out += {"**/": "(?:.*/)?", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
-            token, re.escape(token)
-        )
-    return re.compile(out)
-
-
-def dockerignored(relative: str) -> bool:
-    """Docker's rule: the last pattern matching the path or one of its parents wins."""
-    lines = (REPO / ".dockerignore").read_text().splitlines()
-    patterns = [p.strip() for p in lines if p.strip() and not p.startswith("#")]
-    parts = relative.strip("/").split("/")
-    prefixes = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    excluded = False
-    for pattern in patterns:
-        negate = pattern.startswith("!")
-        regex = _glob_regex(pattern.lstrip("!"))
-        if any(regex.fullmatch(prefix) for prefix in prefixes):
-            excluded = not negate
-    return excluded
-
-
-# --- where services listen -----------------------------------------------------------
-
-
-def listening_ports(name: str) -> set[int]:
-    """Ports a service listens on inside the compose network."""
-    svc = services()[name]
-    env = environment(svc)
-    if name == "kafka":
-        return {
-            urlsplit(listener).port or 0
-            for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
-            if urlsplit(listener).hostname == "kafka"
-        }
-    if name == "mlflow":
-        df = dockerfile_of(svc)
-        assert df is not None
-        cmd = df.cmd()
-        return {int(cmd[cmd.index("--port") + 1])}
-    if name == "grafana":
-        return {int(env["GF_SERVER_HTTP_PORT"])}
-    # Images listening on their defaults (no flag overrides them in the command).
-    defaults = {"redis": 6379, "prometheus": 9090}
-    if name in defaults:
-        assert not any("port" in arg or "listen" in arg for arg in svc.get("command", []))
-        return {defaults[name]}
-    app = next(a for a in APPS if a.name == name)
-    return {int(env[app.port_setting.upper()])}
-
-
-def assert_reaches_a_service(address: str, what: str) -> None:
-    parts = urlsplit(address if "//" in address else f"//{address}")
-    assert parts.hostname in services(), f"{what}: {address} is not a compose service"
-    assert parts.port in listening_ports(parts.hostname), (
-        f"{what}: {parts.hostname} does not listen on {parts.port} "
-        f"(it listens on {sorted(listening_ports(parts.hostname))})"
-    )
-
-
-# --- the tests -----------------------------------------------------------------------
 
 
 def test_long_running_services_have_a_healthcheck() -> None:
@@ -276,19 +69,6 @@ def test_restart_policy_fits_how_a_service_runs() -> None:
             assert re.fullmatch(r"on-failure(:\d+)?", policy), f"{name}: one-shot, got {policy}"
         else:
             assert policy == "unless-stopped", f"{name}: long-running, got {policy}"
-
-
-def _bytes(limit: str | int) -> int:
-    m = MEMORY.match(str(limit))
-    assert m, f"unreadable memory limit {limit!r}"
-    return int(float(m.group(1)) * 1024 ** "bkmg".index((m.group(2) or "b").lower()))
-
-
-def memory_limit(svc: dict[str, Any]) -> int:
-    limit = svc.get("mem_limit") or (
-        svc.get("deploy", {}).get("resources", {}).get("limits", {}).get("memory")
-    )
-    return _bytes(limit) if limit else 0
 
 
 def test_every_service_has_a_memory_limit_and_up_fits_8_gib() -> None:
@@ -324,7 +104,7 @@ def test_depends_on_targets_exist_and_wait_on_a_condition() -> None:
 
 def test_every_variable_resolves_from_env_or_a_default() -> None:
     unresolved = set()
-    for text in _strings(raw()):
+    for text in strings(raw()):
         for m in VARIABLE.finditer(text):
             name = m.group("braced") or m.group("bare")
             if name and name not in ENV and m.group("op") not in (":-", "-"):
@@ -411,26 +191,6 @@ def test_kafka_init_creates_the_topics_of_fraudcore() -> None:
     assert created == expected
 
 
-def python_package(svc: dict[str, Any]) -> str | None:
-    """The package a service runs with `python -m`, if it runs one of ours."""
-    df = dockerfile_of(svc)
-    for command in (svc.get("entrypoint"), svc.get("command"), df.cmd() if df else None):
-        argv = list(command or [])
-        if argv[:2] == ["python", "-m"]:
-            return str(argv[2])
-    return None
-
-
-def python_m_targets() -> Iterator[tuple[str, str]]:
-    for name, svc in services().items():
-        package = python_package(svc)
-        if package:
-            yield name, package
-    for path, df in built_dockerfiles().items():
-        if df.cmd()[:2] == ["python", "-m"]:
-            yield str(path.relative_to(REPO)), df.cmd()[2]
-
-
 def test_every_python_m_target_is_a_package_with_main() -> None:
     targets = list(python_m_targets())
     assert {t for _, t in targets} >= {app.name for app in APPS} | {"trainer"}
@@ -511,14 +271,6 @@ def test_app_healthchecks_probe_what_the_launcher_probes() -> None:
         assert int(m.group(2)) in listening_ports(app.name)
 
 
-def bind_mounts() -> Iterator[tuple[str, Path, str]]:
-    for name, svc in services().items():
-        for volume in svc.get("volumes", []):
-            source, target = str(volume).split(":")[:2]
-            if source.startswith((".", "/")):
-                yield name, REPO / source, target
-
-
 def test_mounted_paths_exist_and_named_volumes_are_declared() -> None:
     for name, path, _ in bind_mounts():
         assert path.exists(), f"{name} mounts {path.relative_to(REPO)}, which is missing"
@@ -562,17 +314,6 @@ def test_mlflow_folder_holds_no_python_module() -> None:
     assert not modules, f"these would shadow the mlflow package: {modules}"
     spec = importlib.util.find_spec("mlflow")
     assert spec and spec.origin and not Path(spec.origin).is_relative_to(REPO / "mlflow")
-
-
-def compose_cli() -> list[str] | None:
-    docker = shutil.which("docker")
-    if (
-        docker
-        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
-    ):
-        return [docker, "compose"]
-    standalone = shutil.which("docker-compose")
-    return [standalone] if standalone else None
 
 
 def test_compose_cli_accepts_the_file() -> None:
