@@ -170,6 +170,10 @@ class Scorer:
                 settings.scorer_group_id,
                 **{
                     "partition.assignment.strategy": "cooperative-sticky",
+                    # Static membership: a restarted instance takes its partitions back at
+                    # once instead of waiting for its dead predecessor's session to expire.
+                    "group.instance.id": settings.scorer_instance_id,
+                    "session.timeout.ms": settings.scorer_session_timeout_ms,
                     "max.poll.interval.ms": int(settings.scorer_max_outage_s * 1000) + 60_000,
                     "statistics.interval.ms": 5000,
                     "stats_cb": self._on_stats,

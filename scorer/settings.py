@@ -35,6 +35,8 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     scorer_max_outage_s: float = Field(default=120.0, gt=0)
     scorer_startup_timeout_s: float = Field(default=60.0, gt=0)
     scorer_transaction_timeout_ms: int = Field(default=60_000, ge=1000)
+    # How soon the group notices a dead instance (static members do not leave on stop).
+    scorer_session_timeout_ms: int = Field(default=10_000, ge=1000)
 
     @property
     def transactional_id(self) -> str:

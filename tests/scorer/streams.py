@@ -11,7 +11,12 @@ from fraudcore.contracts import format_time
 
 
 def random_stream(
-    seed: int, n: int, users: int = 20, merchants: int = 8, start: float = 1_780_000_000.0
+    seed: int,
+    n: int,
+    users: int = 20,
+    merchants: int = 8,
+    start: float = 1_780_000_000.0,
+    mean_gap_s: float = 300.0,
 ) -> list[tuple[dict[str, Any], float]]:
     rng = random.Random(seed)
     tag = uuid.UUID(int=rng.getrandbits(128)).hex[:8]
@@ -20,7 +25,7 @@ def random_stream(
     t = start
     out = []
     for i in range(n):
-        t += rng.expovariate(1 / 300)
+        t += rng.expovariate(1 / mean_gap_s)
         event_ts = round(t - (rng.uniform(0, 2000) if rng.random() < 0.1 else 0), 3)
         record: dict[str, Any] = {
             "schema_version": 1,

@@ -1,0 +1,55 @@
+"""Small real models for scorer tests, registered in the test MLflow."""
+
+from __future__ import annotations
+
+import numpy as np
+from mlflow.tracking import MlflowClient
+from sklearn.ensemble import IsolationForest
+
+import mlflow
+from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder
+from fraudcore.model import Component, FeatureReference, FraudModel, skops_trusted_types
+from tests.scorer.streams import random_stream
+
+
+def isolation_model(seed: int = 0, alert_share: float = 0.02, trees: int = 50) -> FraudModel:
+    """An IsolationForest FraudModel fitted on a synthetic stream; alerts ~alert_share."""
+    features = OfflineFeatureBuilder().transactions(random_stream(seed=seed, n=3000))
+    imputation = {
+        name: float(np.nanmedian(col)) if np.isfinite(col).any() else 0.0
+        for name, col in zip(FEATURE_NAMES, features.T, strict=True)
+    }
+    model = FraudModel(
+        feature_names=FEATURE_NAMES,
+        imputation=imputation,
+        threshold=1.0,
+        components=[],
+        reference={
+            n: FeatureReference.fit(c) for n, c in zip(FEATURE_NAMES, features.T, strict=True)
+        },
+        metadata={"purpose": "test", "seed": seed},
+    )
+    prepared = model.prepare(features)
+    forest = IsolationForest(n_estimators=trees, max_samples=256, random_state=seed).fit(prepared)
+    raw = -forest.score_samples(prepared)
+    model.components = [
+        Component("isolation_forest", forest, 1.0, np.quantile(raw, np.linspace(0, 1, 201)))
+    ]
+    model.threshold = float(np.quantile(model.score(features), 1 - alert_share))
+    return model
+
+
+def register(tracking_uri: str, name: str, model: FraudModel, alias: str = "champion") -> str:
+    """Log and register `model` under `name`, point `alias` at it; returns the version."""
+    mlflow.set_tracking_uri(tracking_uri)
+    with mlflow.start_run(run_name=f"test-{name}"):
+        info = mlflow.sklearn.log_model(
+            model,
+            name="model",
+            registered_model_name=name,
+            skops_trusted_types=skops_trusted_types(model),
+            pip_requirements=[],  # inference would import the model in a subprocess: slow
+        )
+    version = str(info.registered_model_version)
+    MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)
+    return version

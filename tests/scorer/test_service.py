@@ -1,0 +1,252 @@
+"""The scorer process end to end: real Kafka, Redis and MLflow, `python -m scorer`."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+import redis
+
+from fraudcore.contracts import validate
+from tests.kafka_util import produce, produce_records, read_topic, values
+from tests.scorer.harness import ScorerWorld
+from tests.scorer.models import isolation_model, register
+from tests.scorer.streams import random_stream
+from tests.stack import TestStack
+
+
+@pytest.fixture(scope="module")
+def shared_model(stack: TestStack) -> str:
+    """One registered champion shared by the tests that do not move aliases."""
+    name = f"scorer-test-{uuid.uuid4().hex[:8]}"
+    register(stack.mlflow_uri, name, isolation_model(seed=1))
+    return name
+
+
+@pytest.fixture
+def make_world(
+    stack: TestStack, new_topic: Callable[..., str], shared_model: str
+) -> Callable[..., ScorerWorld]:
+    def make(partitions: int = 3, model_name: str | None = None, **env: str) -> ScorerWorld:
+        return ScorerWorld(
+            stack=stack,
+            transactions=new_topic("transactions", partitions),
+            scores=new_topic("scores", partitions),
+            alerts=new_topic("alerts", partitions),
+            labels=new_topic("labels", 1),
+            dlq=new_topic("transactions.dlq", 1),
+            labels_dlq=new_topic("labels.dlq", 1),
+            model_name=model_name or shared_model,
+            extra_env=env,
+        )
+
+    return make
+
+
+@pytest.fixture
+def kafka(stack: TestStack) -> dict[str, str]:
+    return {"bootstrap.servers": stack.kafka_bootstrap}
+
+
+def _records(seed: int, n: int, **shape: Any) -> list[dict[str, Any]]:
+    return [record for record, _ in random_stream(seed=seed, n=n, **shape)]
+
+
+# 01:00 UTC on some day: a stream starting here with a short mean gap stays in one day.
+ONE_DAY_START = 1_780_000_000.0 // 86_400 * 86_400 + 3_600
+
+
+POISON: list[tuple[str, bytes | None]] = [
+    ("unparseable", b"this is not json"),
+    ("unparseable", b'{"schema_version":1,"transaction_id":"nan","user_id":"u","merchant_id":"m",'
+     b'"amount":NaN,"timestamp":"2026-11-21T08:00:00Z"}'),
+    ("schema_violation", orjson.dumps({"schema_version": 1, "transaction_id": "neg", "user_id": "u",
+                                       "merchant_id": "m", "amount": -5, "timestamp": "2026-11-21T08:00:00Z"})),
+    ("missing_field", orjson.dumps({"schema_version": 1, "transaction_id": "nouser", "merchant_id": "m",
+                                    "amount": 5, "timestamp": "2026-11-21T08:00:00Z"})),
+    ("bad_timestamp", orjson.dumps({"schema_version": 1, "transaction_id": "old", "user_id": "u",
+                                    "merchant_id": "m", "amount": 5, "timestamp": "1970-01-02T00:00:00Z"})),
+    ("oversized", orjson.dumps({"schema_version": 1, "transaction_id": "big", "user_id": "u",
+                                "merchant_id": "m", "amount": 5, "timestamp": "2026-11-21T08:00:00Z",
+                                "padding": "x" * 20_000})),
+    ("empty", None),
+]  # fmt: skip
+
+
+def test_scores_every_transaction_and_dead_letters_poison(
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+) -> None:
+    world = make_world()
+    records = _records(seed=21, n=400)
+    records[0]["loyalty_tier"] = "gold"  # a field from a newer producer: accepted
+    produce_records(kafka, world.transactions, records[:200])
+    produce(kafka, world.transactions, [(b"poison", value) for _, value in POISON])
+    produce_records(kafka, world.transactions, records[200:])
+
+    scorer = world.start()
+    try:
+        scorer.wait_ready()
+        scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=120))
+        alerts = values(read_topic(kafka, world.alerts))
+        letters = read_topic(kafka, world.dlq, expect=len(POISON))
+
+        # Every valid transaction scored exactly once, and only those.
+        assert sorted(s["transaction_id"] for s in scores) == sorted(
+            r["transaction_id"] for r in records
+        )
+        for score in scores:
+            validate("scores", score)
+
+        # Alerts: exactly the scores at or over the threshold, explained.
+        model = httpx.get(scorer.url + "/model").json()
+        over = {s["transaction_id"] for s in scores if s["score"] >= model["threshold"]}
+        assert over, "the test model should alert on some of the stream"
+        assert {a["transaction_id"] for a in alerts} == over
+        for alert in alerts:
+            validate("alerts", alert)
+            assert 1 <= len(alert["reasons"]) <= 3
+            assert all(
+                any(ch.isdigit() for ch in r["text"]) or r["value"] == 1 for r in alert["reasons"]
+            )
+            assert alert["model_version"] == model["version"]
+
+        # Poison: each in the DLQ with its original bytes, reason and source position.
+        assert len(letters) == len(POISON)
+        by_reason: dict[str, list[bytes | None]] = {}
+        positions = set()
+        for msg in letters:
+            headers = {k: v.decode() for k, v in msg.headers()}
+            assert headers["dlq.source.topic"] == world.transactions
+            positions.add((int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"])))
+            by_reason.setdefault(headers["dlq.reason"], []).append(msg.value())
+        # All poison shares one key, so one partition, at consecutive offsets.
+        assert len({p for p, _ in positions}) == 1
+        offsets = sorted(o for _, o in positions)
+        assert offsets == list(range(offsets[0], offsets[0] + len(POISON)))
+        for reason, value in POISON:
+            assert value in by_reason[reason], reason
+
+        metrics = httpx.get(scorer.url + "/metrics").text
+        assert 'scorer_dlq_total{reason="oversized"} 1.0' in metrics
+        assert "scorer_unknown_fields_total 1.0" in metrics
+    finally:
+        assert scorer.stop() == 0, scorer.tail()
+
+
+def test_http_score_is_read_only_and_matches_the_stream(
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+) -> None:
+    world = make_world(partitions=1)
+    records = _records(seed=22, n=50)
+    produce_records(kafka, world.transactions, records)
+    scorer = world.start()
+    try:
+        scorer.wait_ready()
+        scores = {
+            s["transaction_id"]: s for s in values(read_topic(kafka, world.scores, expect=50))
+        }
+        client = redis.Redis.from_url(stack.redis_url)
+        state_before = {k: client.dump(k) for k in client.keys(f"{world.key_prefix}:*")}
+
+        answer = httpx.post(scorer.url + "/score", content=orjson.dumps(records[-1])).json()
+        assert answer["score"] == scores[records[-1]["transaction_id"]]["score"]
+        fresh = {
+            **records[-1],
+            "transaction_id": "never-seen",
+            "timestamp": records[-1]["timestamp"],
+        }
+        batch = httpx.post(scorer.url + "/score", content=orjson.dumps([fresh, records[0]])).json()
+        assert [b["transaction_id"] for b in batch] == ["never-seen", records[0]["transaction_id"]]
+        assert {k: client.dump(k) for k in client.keys(f"{world.key_prefix}:*")} == state_before
+
+        bad = httpx.post(
+            scorer.url + "/score", content=orjson.dumps({**records[0], "amount": "ten"})
+        )
+        assert bad.status_code == 422
+        assert bad.json()["detail"][0]["field"] == "amount"
+    finally:
+        scorer.stop()
+
+
+def _comparable(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {
+        m["transaction_id"]: {k: v for k, v in m.items() if k != "processed_at"} for m in messages
+    }
+
+
+@pytest.fixture
+def reference_run(
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str]
+) -> Iterator[Callable[[list[dict[str, Any]], int], tuple[dict, dict]]]:
+    """Scores and alerts of an uninterrupted run over `records`."""
+
+    def run(records: list[dict[str, Any]], partitions: int) -> tuple[dict, dict]:
+        world = make_world(partitions=partitions)
+        produce_records(kafka, world.transactions, records)
+        scorer = world.start("reference")
+        try:
+            scorer.wait_ready()
+            scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=180))
+            return _comparable(scores), _comparable(values(read_topic(kafka, world.alerts)))
+        finally:
+            scorer.stop()
+
+    yield run
+
+
+def test_sigkill_several_times_changes_no_output(
+    make_world: Callable[..., ScorerWorld],
+    kafka: dict[str, str],
+    stack: TestStack,
+    reference_run: Callable[[list[dict[str, Any]], int], tuple[dict, dict]],
+) -> None:
+    """Kill -9 the scorer mid-stream, again and again: the committed output equals an
+    uninterrupted run's, message for message. The stream spans a few hours of one UTC
+    day, so merchant features (previous full days) cannot differ with the interleaving
+    of partitions either, and the whole messages can be compared."""
+    records = _records(seed=23, n=1500, users=40, start=ONE_DAY_START, mean_gap_s=20)
+    expected_scores, expected_alerts = reference_run(records, 3)
+
+    world = make_world(partitions=3, SCORER_BATCH_MAX_SIZE="25")
+    chunks = [records[i : i + 250] for i in range(0, len(records), 250)]
+    produce_records(kafka, world.transactions, chunks[0])
+    progress = []
+    # Each round: start, feed more input while it runs, kill -9 mid-stream.
+    for round_no, delay in enumerate((0.4, 0.1, 0.8, 0.25)):
+        scorer = world.start("crashy")  # a supervisor restarts the same instance
+        scorer.wait_ready()
+        produce_records(kafka, world.transactions, chunks[round_no + 1])
+        time.sleep(delay)
+        scorer.kill()
+        progress.append(len(read_topic(kafka, world.scores, timeout_s=10)))
+    for chunk in chunks[5:]:
+        produce_records(kafka, world.transactions, chunk)
+    mid_stream = [n for n in progress if 0 < n < len(records)]
+    assert len(mid_stream) >= 2, f"kills did not land mid-stream: committed {progress}"
+    final = world.start("crashy")
+    try:
+        final.wait_ready()
+        scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=180))
+        alerts = values(read_topic(kafka, world.alerts))
+    finally:
+        final.stop()
+
+    assert len(scores) == len(records), "a committed score is duplicated or missing"
+    assert _comparable(scores) == expected_scores
+    assert len(alerts) == len(expected_alerts)
+    assert _comparable(alerts) == expected_alerts
+
+    # Merchant state counted every transaction exactly once, crashes or not.
+    client = redis.Redis.from_url(stack.redis_url)
+    per_merchant: dict[str, int] = {}
+    for record in records:
+        per_merchant[record["merchant_id"]] = per_merchant.get(record["merchant_id"], 0) + 1
+    for merchant, count in per_merchant.items():
+        days = client.hgetall(f"{world.key_prefix}:m:{{{merchant}}}")
+        counted = sum(int(v) for k, v in days.items() if k.startswith(b"d"))
+        assert counted == count, merchant
