@@ -12,14 +12,14 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from alerting.dlq import DeadLetters
 from alerting.metrics import DELIVERED, DELIVERY_LATENCY, FAILED, SUPPRESSED
 from alerting.rules import Rules
 from alerting.sinks import Notification, Outcome, Sink
-from alerting.store import DEAD_LETTERED, AlertStore, StoredAlert
+from alerting.store import DEAD_LETTERED, AlertStore, DeliveryRecord, StoredAlert
 from alerting.store import DELIVERED as DELIVERED_STATE
 from fraudcore.logs import kv
 
@@ -130,36 +130,52 @@ class Dispatcher:
     def _run(self, jobs: list[Job]) -> bool:
         if not jobs:
             return True
-        futures = {self.pool.submit(self._send, job): job for job in jobs}
+        pending = {self.pool.submit(self._send, job): job for job in jobs}
         failed: list[tuple[Job, Outcome]] = []
         interrupted = False
-        for future in as_completed(futures):
-            job, outcome = futures[future], future.result()
-            if outcome.ok:
-                self._record(job, DELIVERED_STATE, outcome)
+        while pending:
+            # Record whatever has finished, in one transaction: one row per send at low
+            # rates (the smallest resend window), fewer commits under load.
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            delivered = []
+            for future in done:
+                job, outcome = pending.pop(future), future.result()
+                if outcome.ok:
+                    delivered.append((job, outcome))
+                elif outcome.interrupted:
+                    interrupted = True
+                else:
+                    failed.append((job, outcome))
+            self._record(delivered, DELIVERED_STATE)
+            now = time.time()
+            for job, _outcome in delivered:
                 DELIVERED.labels(job.sink, job.note.kind).inc()
                 if job.note.kind == "alert":
                     DELIVERY_LATENCY.labels(job.sink).observe(
-                        max(0.0, time.time() - job.alert.processed_ts)
+                        max(0.0, now - job.alert.processed_ts)
                     )
-            elif outcome.interrupted:
-                interrupted = True
-            else:
-                failed.append((job, outcome))
         if failed:
             for job, outcome in failed:
                 self.dead_letters.undeliverable(job.alert, job.note, job.sink, outcome)
             # Recorded as dead-lettered only once Kafka has the dead letter.
             self.dead_letters.flush(DLQ_FLUSH_TIMEOUT_S)
-            for job, outcome in failed:
-                self._record(job, DEAD_LETTERED, outcome)
+            self._record(failed, DEAD_LETTERED)
+            for job, _outcome in failed:
                 FAILED.labels(job.sink).inc()
         return not interrupted
 
-    def _record(self, job: Job, state: str, outcome: Outcome) -> None:
-        if job.window_id is not None:
-            self.store.close_summary(job.window_id, state)
-        else:
-            self.store.record_delivery(
-                job.alert.alert_id, job.sink, state, outcome.attempts, outcome.error
-            )
+    def _record(self, results: list[tuple[Job, Outcome]], state: str) -> None:
+        if not results:
+            return
+        with self.store.tx() as conn:
+            rows = []
+            for job, outcome in results:
+                if job.window_id is not None:
+                    self.store.close_summary(conn, job.window_id, state)
+                else:
+                    rows.append(
+                        DeliveryRecord(
+                            job.alert.alert_id, job.sink, state, outcome.attempts, outcome.error
+                        )
+                    )
+            self.store.record_deliveries(rows, conn)

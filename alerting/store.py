@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 from sqlalchemy import (
@@ -118,6 +118,14 @@ class StoredAlert:
     @property
     def user_id(self) -> str:
         return str(self.record["user_id"])
+
+
+class DeliveryRecord(NamedTuple):
+    alert_id: str
+    sink: str
+    state: str
+    attempts: int
+    last_error: str | None = None
 
 
 @dataclass(frozen=True)
@@ -315,32 +323,24 @@ class AlertStore:
         with self.engine.connect() as conn:
             return {(r.alert_id, r.sink): r.state for r in conn.execute(stmt)}
 
-    def record_delivery(
-        self,
-        alert_id: str,
-        sink: str,
-        state: str,
-        attempts: int,
-        error: str | None = None,
-        conn: Connection | None = None,
+    def record_deliveries(
+        self, rows: Sequence[DeliveryRecord], conn: Connection | None = None
     ) -> None:
-        stmt = self._insert(deliveries).values(
-            alert_id=alert_id,
-            sink=sink,
-            state=state,
-            attempts=attempts,
-            last_error=error,
-            updated_ts=time.time(),
-        )
+        """Write final states, in one transaction (the caller's, when given)."""
+        if not rows:
+            return
+        now = time.time()
+        stmt = self._insert(deliveries)
         stmt = stmt.on_conflict_do_update(
             index_elements=["alert_id", "sink"],
-            set_={"state": state, "attempts": attempts, "last_error": error},
+            set_={c: stmt.excluded[c] for c in ("state", "attempts", "last_error", "updated_ts")},
         )
+        params = [{**r._asdict(), "updated_ts": now} for r in rows]
         if conn is not None:
-            conn.execute(stmt)
+            conn.execute(stmt, params)
             return
         with self.tx() as own:
-            own.execute(stmt)
+            own.execute(stmt, params)
 
     # --- suppression windows --------------------------------------------------
 
@@ -381,7 +381,7 @@ class AlertStore:
             .where(windows.c.window_id == window.window_id)
             .values(folded=windows.c.folded + 1, last_folded=alert_id, max_score=best)
         )
-        self.record_delivery(alert_id, window.sink, SUPPRESSED, 0, conn=conn)
+        self.record_deliveries([DeliveryRecord(alert_id, window.sink, SUPPRESSED, 0)], conn)
 
     def due_summaries(self, now: float, limit: int = 500) -> list[Window]:
         """Closed windows that folded alerts and whose summary is not out yet."""
@@ -403,11 +403,10 @@ class AlertStore:
         with self.tx() as conn:
             return int(conn.execute(stmt).rowcount or 0)
 
-    def close_summary(self, window_id: int, state: str) -> None:
-        with self.tx() as conn:
-            conn.execute(
-                update(windows).where(windows.c.window_id == window_id).values(summary_state=state)
-            )
+    def close_summary(self, conn: Connection, window_id: int, state: str) -> None:
+        conn.execute(
+            update(windows).where(windows.c.window_id == window_id).values(summary_state=state)
+        )
 
 
 def _window(row: Any) -> Window:
