@@ -1,0 +1,93 @@
+"""`bootstrap`: make sure the registry has a champion, quickly.
+
+Runs from the launcher after the producer started: if a champion exists it does nothing;
+otherwise it waits (bounded, logged) until the transactions topic holds enough data, then
+trains from the topics like `train` does. Isolation forest needs no labels; a supervised
+kind asked for without labelled fraud falls back to it, because a first model now beats
+no model (the next `train` with labels replaces it through the gate).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mlflow.tracking import MlflowClient
+
+from fraudcore.kafka import wait_for_kafka
+from fraudcore.logs import kv
+from trainer import kafka_source
+from trainer.models import ModelConfig, NeedsLabelsError
+from trainer.pipeline import DataRequest, SplitRequest
+from trainer.progress import Bars
+from trainer.registry import champion_version
+from trainer.runner import RunOptions, run_training
+from trainer.settings import ModelKind, TrainerSettings
+from trainer.timeutil import parse_duration
+
+logger = logging.getLogger(__name__)
+# Fewer than this after the wait: too little to fit anything meaningful, give up.
+MIN_USEFUL = 200
+
+
+def wait_for_transactions(settings: TrainerSettings, wanted: int, wait_s: float) -> int:
+    config = settings.client_config()
+    deadline = time.monotonic() + wait_s
+    while True:
+        count = kafka_source.message_count(config, settings.topic_transactions)
+        if count >= wanted or time.monotonic() >= deadline:
+            return count
+        logger.info(
+            "waiting for transactions %s",
+            kv(
+                topic=settings.topic_transactions,
+                have=count,
+                want=wanted,
+                left_s=round(deadline - time.monotonic()),
+            ),
+        )
+        time.sleep(min(5.0, max(0.5, deadline - time.monotonic())))
+
+
+def run_bootstrap(settings: TrainerSettings, kind: ModelKind | None, bars: Bars) -> int:
+    started = time.monotonic()
+    uri = settings.mlflow_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    current = champion_version(client, settings.model_name)
+    if current is not None:
+        logger.info(
+            "champion exists, nothing to do %s", kv(model=settings.model_name, version=current)
+        )
+        return 0
+    wait_for_kafka(settings.client_config(), settings.trainer_startup_timeout_s)
+    wanted = settings.trainer_bootstrap_min_transactions
+    count = wait_for_transactions(settings, wanted, settings.trainer_bootstrap_wait_s)
+    if count < min(wanted, MIN_USEFUL):
+        logger.error("too few transactions to bootstrap %s", kv(have=count, want=wanted))
+        return 1
+    if count < wanted:
+        logger.warning("bootstrapping on fewer transactions %s", kv(have=count, want=wanted))
+    delay = parse_duration(settings.trainer_label_delay)
+    config = ModelConfig(
+        kind=kind or settings.trainer_model,
+        seed=settings.trainer_seed,
+        alert_budget=settings.trainer_alert_budget,
+    )
+    options = RunOptions(DataRequest(label_delay_s=delay), SplitRequest(), [config])
+    try:
+        summaries = run_training(settings, options, bars)
+    except NeedsLabelsError as exc:
+        logger.warning("no labels yet, bootstrapping an isolation forest %s", kv(reason=exc))
+        fallback = ModelConfig("isolation_forest", config.seed, config.alert_budget)
+        summaries = run_training(
+            settings, RunOptions(options.data, options.split, [fallback]), bars
+        )
+    logger.info(
+        "bootstrap done %s",
+        kv(
+            version=summaries[0].get("version"),
+            alias=summaries[0].get("alias"),
+            seconds=round(time.monotonic() - started, 1),
+        ),
+    )
+    return 0

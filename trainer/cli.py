@@ -1,0 +1,303 @@
+"""`python -m trainer`: train, handbook, bootstrap, promote."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from fraudcore.logs import kv, setup_logging
+from fraudcore.settings import REPO_ROOT, load_settings
+from trainer.holdout import BOOK_FEED_SINCE, book_holdout
+from trainer.models import ModelConfig, NeedsLabelsError
+from trainer.pipeline import DataRequest, SplitRequest
+from trainer.progress import Bars
+from trainer.runner import RunOptions, run_training
+from trainer.settings import ModelKind, TrainerSettings
+from trainer.timeutil import parse_duration, parse_utc
+
+logger = logging.getLogger(__name__)
+console = Console()
+app = typer.Typer(
+    help="Train, evaluate, register and promote fraud models (see trainer/README.md).",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+HANDBOOK_FILE = REPO_ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "transactions.csv.gz"
+# The book's published Chapter 3 figures (AUC ROC, AP, CP@100) and the best tuned one.
+BOOK_BASELINES = {
+    "logistic regression (ch. 3)": (0.871, 0.606, 0.291),
+    "random forest (ch. 3)": (0.867, 0.658, 0.287),
+    "XGBoost (ch. 3)": (0.862, 0.639, 0.273),
+    "XGBoost tuned (ch. 5, 4 folds)": (0.869, 0.687, 0.303),
+}
+
+ModelOpt = Annotated[
+    ModelKind | None, typer.Option("--model", help="isolation_forest | hist_gb | ensemble")
+]
+SeedOpt = Annotated[int | None, typer.Option(help="Random seed (default TRAINER_SEED).")]
+BudgetOpt = Annotated[
+    float | None, typer.Option(help="Share of transactions that alert (default 0.005).")
+]
+NameOpt = Annotated[str | None, typer.Option("--model-name", help="Registered model name.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+
+
+def _settings(**overrides: Any) -> TrainerSettings:
+    return load_settings(TrainerSettings, **{k: v for k, v in overrides.items() if v is not None})
+
+
+def _config(
+    settings: TrainerSettings,
+    kind: ModelKind | None,
+    seed: int | None,
+    budget: float | None,
+    tuning: dict[str, Any],
+) -> ModelConfig:
+    return ModelConfig(
+        kind=kind or settings.trainer_model,
+        seed=settings.trainer_seed if seed is None else seed,
+        alert_budget=settings.trainer_alert_budget if budget is None else budget,
+        **{k: v for k, v in tuning.items() if v is not None},
+    )
+
+
+def _time(value: str | None) -> float | None:
+    return None if value is None else parse_utc(value)
+
+
+@app.command()
+def train(
+    from_file: Annotated[
+        Path | None, typer.Option(help="CSV/JSONL file (.gz ok) instead of the Kafka topics.")
+    ] = None,
+    preset: Annotated[str, typer.Option(help="auto | generic | handbook")] = "auto",
+    since: Annotated[str | None, typer.Option(help="Event time from (UTC, ISO).")] = None,
+    until: Annotated[str | None, typer.Option(help="Event time until, exclusive.")] = None,
+    split: Annotated[str, typer.Option(help="auto | book (the handbook's ch. 3 split)")] = "auto",
+    test_fraction: Annotated[float, typer.Option(help="Share of the span tested.")] = 0.25,
+    gap: Annotated[str | None, typer.Option(help="Train/test gap (default: label delay).")] = None,
+    warmup: Annotated[str, typer.Option(help="Leading span only warming features.")] = "0s",
+    label_delay: Annotated[
+        str | None, typer.Option(help="Label delay for files without one (e.g. 7d).")
+    ] = None,
+    model: ModelOpt = None,
+    seed: SeedOpt = None,
+    alert_budget: BudgetOpt = None,
+    model_name: NameOpt = None,
+    experiment: Annotated[str | None, typer.Option(help="MLflow experiment.")] = None,
+    register: Annotated[bool, typer.Option(help="Log to MLflow, register, run the gate.")] = True,
+    results: Annotated[Path | None, typer.Option(help="Also write the figures as JSON.")] = None,
+    trees: Annotated[int | None, typer.Option(help="IsolationForest trees.")] = None,
+    max_samples: Annotated[int | None, typer.Option(help="IsolationForest max_samples.")] = None,
+    max_iter: Annotated[int | None, typer.Option(help="HistGradientBoosting iterations.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="HistGradientBoosting rate.")] = None,
+    max_leaf_nodes: Annotated[int | None, typer.Option(help="HistGradientBoosting leaves.")] = None,
+    min_samples_leaf: Annotated[int | None, typer.Option(help="HGB min samples per leaf.")] = None,
+    class_weight: Annotated[str | None, typer.Option(help="HGB class weight: balanced.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """Build features (Kafka topics or a file), train, evaluate on a time holdout, register."""
+    setup_logging("trainer")
+    settings = _settings(model_name=model_name, trainer_experiment=experiment)
+    delay = parse_duration(label_delay or settings.trainer_label_delay)
+    book = split == "book"
+    if split not in ("auto", "book"):
+        raise typer.BadParameter("auto or book", param_hint="--split")
+    if preset not in ("auto", "generic", "handbook"):
+        raise typer.BadParameter("auto, generic or handbook", param_hint="--preset")
+    data = DataRequest(
+        path=from_file,
+        preset=preset,  # type: ignore[arg-type]
+        since=_time(since) if since or not book else parse_utc(BOOK_FEED_SINCE),
+        until=_time(until) if until or not book else book_holdout().test_end,
+        label_delay_s=delay,
+    )
+    tuning = dict(
+        if_trees=trees,
+        if_max_samples=max_samples,
+        hgb_max_iter=max_iter,
+        hgb_learning_rate=learning_rate,
+        hgb_max_leaf_nodes=max_leaf_nodes,
+        hgb_min_samples_leaf=min_samples_leaf,
+        hgb_class_weight=class_weight,
+    )
+    options = RunOptions(
+        data=data,
+        split=SplitRequest(
+            kind="book" if book else "auto",
+            test_fraction=test_fraction,
+            gap_s=None if gap is None else parse_duration(gap),
+            warmup_s=parse_duration(warmup),
+        ),
+        configs=[_config(settings, model, seed, alert_budget, tuning)],
+        register=register,
+    )
+    _run(settings, options, results, quiet)
+
+
+def _run(
+    settings: TrainerSettings, options: RunOptions, results: Path | None, quiet: bool
+) -> list[dict[str, Any]]:
+    try:
+        summaries = run_training(settings, options, Bars(enabled=not quiet))
+    except NeedsLabelsError as exc:
+        console.print(f"[red]cannot train:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except ValueError as exc:
+        console.print(f"[red]cannot train:[/red] {exc}")
+        raise typer.Exit(2) from None
+    _print_summaries(summaries)
+    if results is not None:
+        results.parent.mkdir(parents=True, exist_ok=True)
+        results.write_text(json.dumps(summaries, indent=2, default=str))
+        console.print(f"results written to {results}")
+    return summaries
+
+
+def _print_summaries(summaries: list[dict[str, Any]]) -> None:
+    table = Table(title="holdout figures")
+    for column in ("model", "ROC AUC", "AP", "CP@100", "prec@budget", "recall@budget", "alias"):
+        table.add_column(column)
+    for s in summaries:
+        m = s["metrics"]
+        table.add_row(
+            s["model_kind"],
+            *(
+                _fmt(m.get(k))
+                for k in (
+                    "roc_auc",
+                    "average_precision",
+                    "card_precision_at_100",
+                    "precision_at_budget",
+                    "recall_at_budget",
+                )
+            ),
+            s.get("alias") or "-",
+        )
+    console.print(table)
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+@app.command()
+def handbook(
+    data: Annotated[Path, typer.Option(help="The handbook's transactions.csv.gz.")] = HANDBOOK_FILE,
+    models: Annotated[
+        str, typer.Option(help="Comma-separated model kinds to fit on the same features.")
+    ] = "isolation_forest,hist_gb,ensemble",
+    seed: SeedOpt = None,
+    max_iter: Annotated[int | None, typer.Option(help="HistGradientBoosting iterations.")] = None,
+    learning_rate: Annotated[float | None, typer.Option(help="HistGradientBoosting rate.")] = None,
+    max_leaf_nodes: Annotated[int | None, typer.Option(help="HistGradientBoosting leaves.")] = None,
+    min_samples_leaf: Annotated[int | None, typer.Option(help="HGB min samples per leaf.")] = None,
+    class_weight: Annotated[str | None, typer.Option(help="HGB class weight: balanced.")] = None,
+    results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
+        REPO_ROOT / ".run" / "trainer" / "handbook.json"
+    ),
+    quiet: QuietOpt = False,
+) -> None:
+    """The handbook benchmark: the book's ch. 3 split, figures beside its baselines."""
+    setup_logging("trainer")
+    settings = _settings()
+    kinds = [k.strip() for k in models.split(",") if k.strip()]
+    tuning = dict(
+        hgb_max_iter=max_iter,
+        hgb_learning_rate=learning_rate,
+        hgb_max_leaf_nodes=max_leaf_nodes,
+        hgb_min_samples_leaf=min_samples_leaf,
+        hgb_class_weight=class_weight,
+    )
+    options = RunOptions(
+        data=DataRequest(
+            path=data,
+            preset="handbook",
+            since=parse_utc(BOOK_FEED_SINCE),
+            until=book_holdout().test_end,
+            label_delay_s=7 * 86400.0,
+        ),
+        split=SplitRequest(kind="book"),
+        configs=[_config(settings, k, seed, None, tuning) for k in kinds],  # type: ignore[arg-type]
+        register=False,
+    )
+    started = time.perf_counter()
+    summaries = _run(settings, options, None, quiet)
+    table = Table(title="handbook ch. 3 test set (2018-08-08..14): ours and the book's")
+    for column in ("model", "ROC AUC", "AP", "CP@100"):
+        table.add_column(column)
+    for s in summaries:
+        m = s["metrics"]
+        table.add_row(
+            f"ours: {s['model_kind']}",
+            _fmt(m.get("roc_auc")),
+            _fmt(m.get("average_precision")),
+            _fmt(m.get("card_precision_at_100")),
+        )
+    for name, (auc, ap, cp) in BOOK_BASELINES.items():
+        table.add_row(f"book: {name}", f"{auc:.3f}", f"{ap:.3f}", f"{cp:.3f}")
+    console.print(table)
+    document = {
+        "command": "python -m trainer handbook --models " + ",".join(kinds),
+        "machine": "2 cores",
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "results": summaries,
+        "book_baselines": {
+            k: dict(zip(("roc_auc", "average_precision", "card_precision_at_100"), v, strict=True))
+            for k, v in BOOK_BASELINES.items()
+        },
+    }
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(document, indent=2, default=str))
+    console.print(f"results written to {results}")
+
+
+@app.command()
+def bootstrap(
+    model: ModelOpt = None,
+    model_name: NameOpt = None,
+    min_transactions: Annotated[
+        int | None, typer.Option(help="Wait for this many transactions on the topic.")
+    ] = None,
+    wait: Annotated[float | None, typer.Option(help="Longest wait for them, seconds.")] = None,
+    quiet: QuietOpt = False,
+) -> None:
+    """First model: if the registry has no champion, train one from the topics (bounded)."""
+    from trainer.bootstrap import run_bootstrap
+
+    setup_logging("trainer")
+    settings = _settings(
+        model_name=model_name,
+        trainer_bootstrap_min_transactions=min_transactions,
+        trainer_bootstrap_wait_s=wait,
+    )
+    code = run_bootstrap(settings, model, Bars(enabled=not quiet))
+    raise typer.Exit(code)
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="The model version to make champion.")],
+    model_name: NameOpt = None,
+) -> None:
+    """Point the champion alias at a version by hand (e.g. an unlabelled challenger)."""
+    from mlflow.tracking import MlflowClient
+
+    setup_logging("trainer")
+    settings = _settings(model_name=model_name)
+    uri = settings.mlflow_tracking_uri
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    client.get_model_version(settings.model_name, version)  # fails clearly if absent
+    client.set_registered_model_alias(settings.model_name, "champion", version)
+    client.set_model_version_tag(settings.model_name, version, "gate.decision", "champion")
+    client.set_model_version_tag(settings.model_name, version, "gate.reason", "manual")
+    logger.info("champion set by hand %s", kv(model=settings.model_name, version=version))
+    console.print(f"{settings.model_name} version {version} is now champion")

@@ -1,0 +1,29 @@
+"""Settings of the trainer (environment first, then the root .env)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from fraudcore.settings import KafkaSettings, TopicSettings
+
+ModelKind = Literal["isolation_forest", "hist_gb", "ensemble"]
+
+
+class TrainerSettings(KafkaSettings, TopicSettings):
+    mlflow_tracking_uri: str
+    model_name: str
+    # The model kind `train` and `bootstrap` fit unless --model says otherwise.
+    trainer_model: ModelKind = "isolation_forest"
+    trainer_experiment: str = "fraud-trainer"
+    trainer_seed: int = 42
+    # Share of transactions that should raise an alert (the threshold is set to meet it).
+    trainer_alert_budget: float = Field(default=0.005, gt=0, lt=1)
+    # How long after a transaction its label is taken to be known, when a source does not
+    # say (files without an availability column; the holdout gap when labels are absent).
+    trainer_label_delay: str = "7d"
+    trainer_startup_timeout_s: float = Field(default=60.0, gt=0)
+    # bootstrap: wait (bounded) for this many transactions on the topic before training.
+    trainer_bootstrap_min_transactions: int = Field(default=3000, ge=1)
+    trainer_bootstrap_wait_s: float = Field(default=90.0, ge=0)
