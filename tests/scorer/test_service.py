@@ -4,17 +4,20 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import orjson
 import pytest
 import redis
+from confluent_kafka.admin import AdminClient
 
 from fraudcore.contracts import validate
+from fraudcore.kafka import ensure_topics
+from fraudcore.topics import TopicSpec
 from tests.kafka_util import produce, produce_records, read_topic, values
-from tests.scorer.harness import ScorerWorld
+from tests.scorer.harness import ScorerWorld, wait_until
 from tests.scorer.models import isolation_model, register
 from tests.scorer.streams import random_stream
 from tests.stack import TestStack
@@ -179,40 +182,62 @@ def _comparable(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     }
 
 
-@pytest.fixture
-def reference_run(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str]
-) -> Iterator[Callable[[list[dict[str, Any]], int], tuple[dict, dict]]]:
-    """Scores and alerts of an uninterrupted run over `records`."""
+@pytest.fixture(scope="module")
+def one_day(stack: TestStack, shared_model: str) -> tuple[list[dict[str, Any]], dict, dict]:
+    """A stream within one UTC day and the output of an uninterrupted run over it.
 
-    def run(records: list[dict[str, Any]], partitions: int) -> tuple[dict, dict]:
-        world = make_world(partitions=partitions)
-        produce_records(kafka, world.transactions, records)
-        scorer = world.start("reference")
-        try:
-            scorer.wait_ready()
-            scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=180))
-            return _comparable(scores), _comparable(values(read_topic(kafka, world.alerts)))
-        finally:
-            scorer.stop()
+    Within one day merchant features (previous full days) cannot differ with the
+    interleaving of partitions, so whole messages can be compared between runs."""
+    records = _records(seed=23, n=1500, users=40, start=ONE_DAY_START, mean_gap_s=20)
+    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
+    names = {
+        kind: f"{kind}-ref-{uuid.uuid4().hex[:8]}"
+        for kind in ("transactions", "scores", "alerts", "labels", "dlq", "labels_dlq")
+    }
+    ensure_topics(admin, [TopicSpec(n, 6 if k in ("transactions", "scores", "alerts") else 1)
+                          for k, n in names.items()])  # fmt: skip
+    world = ScorerWorld(stack=stack, **names, model_name=shared_model)  # type: ignore[arg-type]
+    kafka = {"bootstrap.servers": stack.kafka_bootstrap}
+    produce_records(kafka, world.transactions, records)
+    scorer = world.start("reference")
+    try:
+        scorer.wait_ready()
+        scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=180))
+        alerts = values(read_topic(kafka, world.alerts))
+    finally:
+        scorer.stop()
+    admin.delete_topics(list(names.values()))
+    assert len(scores) == len(records)
+    return records, _comparable(scores), _comparable(alerts)
 
-    yield run
+
+def _assert_same_output(
+    world: ScorerWorld, kafka: dict[str, str], stack: TestStack, one_day
+) -> None:
+    records, expected_scores, expected_alerts = one_day
+    scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=180))
+    alerts = values(read_topic(kafka, world.alerts))
+    assert len(scores) == len(records), "a committed score is duplicated or missing"
+    assert _comparable(scores) == expected_scores
+    assert len(alerts) == len(expected_alerts)
+    assert _comparable(alerts) == expected_alerts
+    # Merchant state counted every transaction exactly once.
+    client = redis.Redis.from_url(stack.redis_url)
+    per_merchant: dict[str, int] = {}
+    for record in records:
+        per_merchant[record["merchant_id"]] = per_merchant.get(record["merchant_id"], 0) + 1
+    for merchant, count in per_merchant.items():
+        days = client.hgetall(f"{world.key_prefix}:m:{{{merchant}}}")
+        assert sum(int(v) for k, v in days.items() if k.startswith(b"d")) == count, merchant
 
 
 def test_sigkill_several_times_changes_no_output(
-    make_world: Callable[..., ScorerWorld],
-    kafka: dict[str, str],
-    stack: TestStack,
-    reference_run: Callable[[list[dict[str, Any]], int], tuple[dict, dict]],
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day
 ) -> None:
     """Kill -9 the scorer mid-stream, again and again: the committed output equals an
-    uninterrupted run's, message for message. The stream spans a few hours of one UTC
-    day, so merchant features (previous full days) cannot differ with the interleaving
-    of partitions either, and the whole messages can be compared."""
-    records = _records(seed=23, n=1500, users=40, start=ONE_DAY_START, mean_gap_s=20)
-    expected_scores, expected_alerts = reference_run(records, 3)
-
-    world = make_world(partitions=3, SCORER_BATCH_MAX_SIZE="25")
+    uninterrupted run's, message for message, and no merchant count is doubled."""
+    records = one_day[0]
+    world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="25")
     chunks = [records[i : i + 250] for i in range(0, len(records), 250)]
     produce_records(kafka, world.transactions, chunks[0])
     progress = []
@@ -231,22 +256,107 @@ def test_sigkill_several_times_changes_no_output(
     final = world.start("crashy")
     try:
         final.wait_ready()
-        scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=180))
-        alerts = values(read_topic(kafka, world.alerts))
+        _assert_same_output(world, kafka, stack, one_day)
     finally:
         final.stop()
 
-    assert len(scores) == len(records), "a committed score is duplicated or missing"
-    assert _comparable(scores) == expected_scores
-    assert len(alerts) == len(expected_alerts)
-    assert _comparable(alerts) == expected_alerts
 
-    # Merchant state counted every transaction exactly once, crashes or not.
-    client = redis.Redis.from_url(stack.redis_url)
-    per_merchant: dict[str, int] = {}
-    for record in records:
-        per_merchant[record["merchant_id"]] = per_merchant.get(record["merchant_id"], 0) + 1
-    for merchant, count in per_merchant.items():
-        days = client.hgetall(f"{world.key_prefix}:m:{{{merchant}}}")
-        counted = sum(int(v) for k, v in days.items() if k.startswith(b"d"))
-        assert counted == count, merchant
+def test_rebalance_one_three_one_changes_no_output(
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day
+) -> None:
+    """Scale 1 -> 3 -> 1 scorers in one group while the stream flows."""
+    records = one_day[0]
+    world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="50")
+    chunks = [records[i : i + 300] for i in range(0, len(records), 300)]
+    first = world.start("one")
+    extra = []
+    try:
+        first.wait_ready()
+        produce_records(kafka, world.transactions, chunks[0])
+        extra = [world.start("two"), world.start("three")]
+        produce_records(kafka, world.transactions, chunks[1])
+        for scorer in extra:
+            scorer.wait_ready()
+        produce_records(kafka, world.transactions, chunks[2])
+        time.sleep(2)
+        assigned = [s for s in [first, *extra] if "partitions assigned" in s.log.read_text()]
+        assert len(assigned) >= 2, "the group never spread over the new instances"
+        for scorer in extra:
+            assert scorer.stop() == 0, scorer.tail()
+        for chunk in chunks[3:]:
+            produce_records(kafka, world.transactions, chunk)
+        _assert_same_output(world, kafka, stack, one_day)
+    finally:
+        for scorer in [first, *extra]:
+            scorer.stop()
+
+
+def test_hot_model_swap_loses_no_message(
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+) -> None:
+    name = f"swap-test-{uuid.uuid4().hex[:8]}"
+    register(stack.mlflow_uri, name, isolation_model(seed=2))
+    world = make_world(partitions=3, model_name=name)
+    before, during, after = (_records(seed=s, n=300) for s in (31, 32, 33))
+    scorer = world.start()
+    try:
+        scorer.wait_ready()
+        produce_records(kafka, world.transactions, before)
+        read_topic(kafka, world.scores, expect=300, timeout_s=60)
+        produce_records(kafka, world.transactions, during)
+        new_version = register(stack.mlflow_uri, name, isolation_model(seed=3, alert_share=0.05))
+        wait_until(
+            lambda: httpx.get(scorer.url + "/model").json()["version"] == new_version,
+            60,
+            "the scorer to follow the alias",
+        )
+        produce_records(kafka, world.transactions, after)
+        messages = read_topic(kafka, world.scores, expect=900, timeout_s=120)
+    finally:
+        scorer.stop()
+    scores = values(messages)
+    assert sorted(s["transaction_id"] for s in scores) == sorted(
+        r["transaction_id"] for r in before + during + after
+    )
+    version = {s["transaction_id"]: s["model_version"] for s in scores}
+    assert {version[r["transaction_id"]] for r in before} == {"1"}
+    assert {version[r["transaction_id"]] for r in after} == {new_version}
+    # Per partition the switch happens once, between batches: never back to the old one.
+    by_partition: dict[int, list[str]] = {}
+    for msg, score in zip(messages, scores, strict=True):
+        by_partition.setdefault(msg.partition(), []).append(score["model_version"])
+    for sequence in by_partition.values():
+        switched = [i for i in range(1, len(sequence)) if sequence[i] != sequence[i - 1]]
+        assert len(switched) <= 1, sequence
+
+
+def test_labels_fold_into_merchant_state_and_bad_labels_dead_letter(
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+) -> None:
+    world = make_world(partitions=1)
+    merchant = f"m-{uuid.uuid4().hex[:8]}"
+    label = {
+        "schema_version": 1, "transaction_id": "t-1", "user_id": "u", "merchant_id": merchant,
+        "label": "fraud", "source": "chargeback", "available_at": "2026-11-20T10:00:00Z",
+    }  # fmt: skip
+    messages = [
+        (b"t-1", orjson.dumps(label)),
+        (b"t-1", orjson.dumps({**label, "source": "analyst"})),  # same transaction again
+        (b"t-2", orjson.dumps({**label, "transaction_id": "t-2", "label": "legit"})),
+        (b"bad", orjson.dumps({**label, "label": "maybe"})),
+    ]
+    produce(kafka, world.labels, messages)
+    scorer = world.start()
+    try:
+        scorer.wait_ready()
+        client = redis.Redis.from_url(stack.redis_url)
+        key = f"{world.key_prefix}:m:{{{merchant}}}:f"
+        wait_until(lambda: client.zcard(key) >= 1, 30, "the fraud label to be folded")
+        letters = read_topic(kafka, world.labels_dlq, expect=1, timeout_s=30)
+        time.sleep(1)
+        assert client.zrange(key, 0, -1, withscores=True) == [(b"t-1", 1795168800000.0)]
+        headers = dict(letters[0].headers())
+        assert headers["dlq.reason"] == b"schema_violation"
+        assert headers["dlq.field"] == b"label"
+    finally:
+        scorer.stop()
