@@ -1,8 +1,10 @@
 """The application services `up --profile stack` starts after the infrastructure.
 
 One row per service: the package run with `python -m <name>`, the setting in .env that
-holds its HTTP port and the path that answers 200 once it is serving. Adding a service
-is adding a row (and a scrape target in prometheus/prometheus.yml).
+holds its HTTP port, the path that answers 200 once it is serving, whether it needs a
+registered model (it then starts after the bootstrap), and the secrets it requires that
+a local run may generate. Adding a service is adding a row (and a scrape target in
+prometheus/prometheus.yml).
 """
 
 from __future__ import annotations
@@ -15,15 +17,20 @@ class AppService:
     name: str
     port_setting: str
     health_path: str
+    needs_model: bool = False
+    # Required variables without a default. When neither the environment nor .env sets
+    # one, the launcher generates a random value, kept in the run folder (secrets.env).
+    secrets: tuple[str, ...] = ()
 
 
 APPS: tuple[AppService, ...] = (
     AppService("producer", "producer_metrics_port", "/metrics"),
-    AppService("scorer", "scorer_http_port", "/health"),
-    AppService("alerting", "alerting_http_port", "/health"),
+    AppService("alerting", "alerting_http_port", "/health", secrets=("ALERTING_API_KEY",)),
+    AppService("scorer", "scorer_http_port", "/health", needs_model=True),
 )
 
-# Run once, to completion, before the apps start: trains and registers a first model when
-# the registry has none, so the scorer has a champion to load.
+# Runs once, to completion, after the apps without `needs_model` are healthy (the
+# producer then fills the transactions topic it trains from) and before the others:
+# trains and registers a first model when the registry has no champion.
 BOOTSTRAP = ("trainer", "bootstrap")
 BOOTSTRAP_TIMEOUT_S = 900.0

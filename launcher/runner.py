@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
+import secrets
 import shutil
 import subprocess
 import sys
@@ -13,8 +15,10 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from dotenv import dotenv_values
+
 from fraudcore.logs import kv
-from fraudcore.settings import REPO_ROOT
+from fraudcore.settings import REPO_ROOT, env_file
 from launcher import process
 from launcher.apps import BOOTSTRAP, BOOTSTRAP_TIMEOUT_S
 from launcher.layout import Layout
@@ -75,7 +79,7 @@ class Launcher:
 
     def up(self, names: Sequence[str] | None = None) -> None:
         """Start what is not running yet and wait until all selected services are healthy.
-        Infrastructure first; apps (if any are selected) after the model bootstrap."""
+        Infrastructure first, then the apps; those that need a model after the bootstrap."""
         with self._lock():
             selected = self.select(names)
             runnable = []
@@ -84,12 +88,12 @@ class Launcher:
                     logger.warning("skipped %s", kv(service=service.name, reason=service.missing))
                 else:
                     runnable.append(service)
-            infra = [s for s in runnable if s.name in INFRA]
-            apps = [s for s in runnable if s.name not in INFRA]
-            self._start_all(infra)
-            if apps:
+            self._start_all([s for s in runnable if s.name in INFRA])
+            self._start_all([s for s in runnable if s.name not in INFRA and not s.needs_model])
+            late = [s for s in runnable if s.needs_model]
+            if late:
                 self._bootstrap()
-                self._start_all(apps)
+                self._start_all(late)
 
     def _start_all(self, services: list[Service]) -> None:
         # Everything is started before anything is waited for: the slow starters (Kafka's
@@ -131,12 +135,30 @@ class Launcher:
             pid_file=self.pid_file(service.name),
             log_file=self.log_file(service.name),
             fingerprint=service.fingerprint,
-            env=service.env,
+            env={**service.env, **self._secrets(service.secrets)},
             cwd=REPO_ROOT,
             truncate_log=self.layout.fresh,
         )
         self.started.append(service.name)
         logger.info("started %s", kv(service=service.name, pid=record.pid, ports=service.ports))
+
+    def _secrets(self, names: Sequence[str]) -> dict[str, str]:
+        """Values for the required secrets neither the environment nor .env sets,
+        generated once per run folder and kept there (mode 0600)."""
+        dotenv_path = env_file()
+        configured = {**(dotenv_values(dotenv_path) if dotenv_path else {}), **os.environ}
+        wanted = [name for name in names if not configured.get(name)]
+        if not wanted:
+            return {}
+        path = self.layout.run_dir / "secrets.env"
+        stored = {k: v for k, v in dotenv_values(path).items() if v} if path.exists() else {}
+        for name in wanted:
+            if name not in stored:
+                stored[name] = secrets.token_urlsafe(24)
+                logger.warning("generated a local secret %s", kv(name=name, file=path))
+        path.touch(mode=0o600)
+        path.write_text("".join(f"{k}={v}\n" for k, v in stored.items()))
+        return {name: stored[name] for name in wanted}
 
     def _wait_healthy(self, service: Service) -> None:
         record = process.read_pid_file(self.pid_file(service.name))

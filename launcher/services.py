@@ -43,6 +43,10 @@ class Service:
     health: str = ""
     # Why it cannot be started yet (an app whose package has no entry point); "" = it can.
     missing: str = ""
+    # Started only after the model bootstrap (see launcher.apps).
+    needs_model: bool = False
+    # Required variables the launcher generates for a local run when unset (launcher.apps).
+    secrets: tuple[str, ...] = ()
 
 
 def _kafka(layout: Layout) -> Service:
@@ -155,6 +159,8 @@ def app_service(layout: Layout, app: AppService) -> Service:
         timeout_s=90,
         health=f"GET {url}",
         missing="" if entry.exists() else f"{entry.relative_to(REPO_ROOT)} does not exist yet",
+        needs_model=app.needs_model,
+        secrets=app.secrets,
     )
 
 
