@@ -148,6 +148,23 @@ def wait_until(check: Callable[[], bool], timeout_s: float = 30.0, every_s: floa
     return check()
 
 
+def fresh_database(workdir: Path) -> str:
+    """A SQLite file in the test's directory; with FRAUD_TEST_ALERTS_POSTGRES_URL (a server
+    URL such as postgresql+psycopg://postgres@127.0.0.1:5432/postgres), a new database on
+    that server instead, to run the same tests against PostgreSQL."""
+    server = os.environ.get("FRAUD_TEST_ALERTS_POSTGRES_URL")
+    if not server:
+        return f"sqlite:///{workdir / 'alerts.db'}"
+    from sqlalchemy import create_engine, make_url, text
+
+    name = f"alerts_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(server, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.execute(text(f"CREATE DATABASE {name}"))
+    engine.dispose()
+    return make_url(server).set(database=name).render_as_string(hide_password=False)
+
+
 @dataclass
 class ServiceConfig:
     bootstrap: str
@@ -163,9 +180,10 @@ class ServiceConfig:
         '[[routes]]\nname = "all"\nsinks = ["log"]\n'
     )
 
-    @property
-    def db_url(self) -> str:
-        return f"sqlite:///{self.workdir / 'alerts.db'}"
+    db_url: str = ""
+
+    def __post_init__(self) -> None:
+        self.db_url = self.db_url or fresh_database(self.workdir)
 
     @property
     def base_url(self) -> str:
