@@ -15,7 +15,6 @@ from fraudcore.settings import REPO_ROOT, TopicSettings, load_settings
 from launcher.apps import APPS
 
 Profile = Literal["stack", "test"]
-PROFILES: tuple[Profile, ...] = ("stack", "test")
 RUN_ROOT = REPO_ROOT / ".run"
 CACHE_DIR = REPO_ROOT / ".cache"
 
@@ -53,6 +52,7 @@ class Layout:
     transactions_partitions: int = 1
     # Ports of the application services by package name (health checks, scrape targets).
     app_ports: dict[str, int] = field(default_factory=dict)
+    # Names of the stack topics created once Kafka is up; None: create none.
     topics: TopicSettings | None = None
 
     @property

@@ -40,6 +40,7 @@ class Service:
     # Runs once the service is healthy (creating the stack's topics).
     on_healthy: Callable[[], None] | None = None
     env: dict[str, str] = field(default_factory=dict)
+    # What `probe` checks, for log lines and errors.
     health: str = ""
     # Why it cannot be started yet (an app whose package has no entry point); "" = it can.
     missing: str = ""
