@@ -166,9 +166,7 @@ def create_app(
         store.mark_reviewed(alert_id, feedback.label, feedback.note)
         FEEDBACK.labels(feedback.label).inc()
         logger.info("analyst verdict %s", kv(alert_id=alert_id, label=feedback.label))
-        reviewed = store.get_alert(alert_id)
-        assert reviewed is not None
-        return {"alert": _detail(reviewed), "label": label}
+        return {"alert": _detail(store.get_alert(alert_id) or row), "label": label}
 
     @app.get("/health")
     def health() -> dict[str, str]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 
 from fraudcore.settings import KafkaSettings, TopicSettings
 
@@ -14,7 +14,7 @@ DEFAULT_RULES_FILE = Path(__file__).with_name("rules.toml")
 class AlertingSettings(KafkaSettings, TopicSettings):
     alerting_http_port: int
     # Deliberately no default: a service must never come up with a guessable write key.
-    alerting_api_key: SecretStr = Field(min_length=1)
+    alerting_api_key: SecretStr
     alerting_http_host: str = "0.0.0.0"
     # Embedded SQLite unless ALERTS_DATABASE_URL names another database (e.g. PostgreSQL).
     alerts_database_url: str = "sqlite:///.run/stack/alerts.db"
@@ -30,3 +30,10 @@ class AlertingSettings(KafkaSettings, TopicSettings):
     # A dependency (Kafka, the database) unreachable for this long ends the process
     # non-zero, so a supervisor restarts it rather than it idling forever.
     alerting_dependency_timeout_s: float = Field(default=120.0, gt=0)
+
+    @field_validator("alerting_api_key")
+    @classmethod
+    def _key_not_empty(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().strip():
+            raise ValueError("is empty; set it to the key analysts send as X-API-Key")
+        return value

@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 import orjson
+import pytest
 
 from fraudcore.contracts import decode_label, format_time
 from tests.alerting.helpers import (
@@ -22,9 +23,15 @@ from tests.alerting.helpers import (
 )
 
 
-def test_service_refuses_to_start_without_an_api_key(service_config: ServiceConfig) -> None:
+@pytest.mark.parametrize(("key", "says"), [(None, "required"), ("  ", "is empty")])
+def test_service_refuses_to_start_without_an_api_key(
+    service_config: ServiceConfig, key: str | None, says: str
+) -> None:
     env = service_config.env()
-    del env["ALERTING_API_KEY"]
+    if key is None:
+        del env["ALERTING_API_KEY"]
+    else:
+        env["ALERTING_API_KEY"] = key
     done = subprocess.run(
         [sys.executable, "-m", "alerting"],
         cwd=REPO_ROOT,
@@ -34,7 +41,7 @@ def test_service_refuses_to_start_without_an_api_key(service_config: ServiceConf
         timeout=60,
     )
     assert done.returncode == 2
-    assert "ALERTING_API_KEY" in done.stderr and "required" in done.stderr.lower()
+    assert "ALERTING_API_KEY" in done.stderr and says in done.stderr
 
 
 def test_service_refuses_a_broken_rules_file_naming_the_field(
