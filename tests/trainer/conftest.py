@@ -47,7 +47,7 @@ class StreamTopics:
 def stream_topics(stack: TestStack, kafka_config: dict[str, str]) -> Iterator[StreamTopics]:
     suffix = uuid.uuid4().hex[:12]
     tx_topic, label_topic = f"trainer-tx-{suffix}", f"trainer-labels-{suffix}"
-    admin = AdminClient(kafka_config)
+    admin = AdminClient(dict(kafka_config))
     ensure_topics(admin, [TopicSpec(tx_topic, 3), TopicSpec(label_topic, 2)])
     start = time.time() - 12 * DAY_S
     stream = make_stream(seed=7, prefix=f"s{suffix}", start_ts=start - start % DAY_S)

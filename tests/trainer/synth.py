@@ -39,7 +39,7 @@ def make_stream(
     delay_s: float = DAY_S,
 ) -> Stream:
     rng = random.Random(seed)
-    profiles = []
+    profiles: list[dict[str, Any]] = []
     for u in range(users):
         profiles.append({
             "user_id": f"{prefix}-u{u}",

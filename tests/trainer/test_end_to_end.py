@@ -6,7 +6,6 @@ import json
 from collections.abc import Callable
 from pathlib import Path
 
-import mlflow
 import mlflow.pyfunc
 import mlflow.sklearn
 import numpy as np
@@ -14,8 +13,10 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+import mlflow
 from fraudcore.features import FEATURE_NAMES
 from fraudcore.model import FraudModel
+from tests.trainer.conftest import INVALID_TRANSACTIONS, StreamTopics
 from trainer.cli import app
 from trainer.metrics import evaluate
 from trainer.models import ModelConfig
@@ -23,7 +24,6 @@ from trainer.pipeline import DataRequest, SplitRequest, holdout_split, load_tabl
 from trainer.progress import Bars
 from trainer.publish import publish
 from trainer.registry import frame
-from tests.trainer.conftest import INVALID_TRANSACTIONS, StreamTopics
 
 runner = CliRunner()
 
@@ -105,7 +105,7 @@ def test_gate_keeps_the_champion_when_the_candidate_is_worse(
 
     good = train_on(table, split, ModelConfig("hist_gb", seed=1), label_delay_s=86400.0,
                     source="kafka")  # fmt: skip
-    first = publish(good, report, **common)  # type: ignore[arg-type]
+    first = publish(good, report, **common)
     assert first.alias == "champion"
 
     # A deliberately weak candidate: the same model kind trained on shuffled labels.
@@ -113,7 +113,7 @@ def test_gate_keeps_the_champion_when_the_candidate_is_worse(
     split.train_targets = rng.permutation(split.train_targets)
     weak = train_on(table, split, ModelConfig("hist_gb", seed=1, hgb_max_iter=5),
                     label_delay_s=86400.0, source="kafka")  # fmt: skip
-    second = publish(weak, report, **common)  # type: ignore[arg-type]
+    second = publish(weak, report, **common)
 
     assert second.alias == "challenger"
     assert second.decision.reason == "champion_not_beaten"

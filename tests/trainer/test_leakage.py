@@ -12,7 +12,7 @@ from fraudcore.features import FEATURE_INDEX
 from trainer.dataset import build_table
 from trainer.holdout import Holdout, make_split
 from trainer.labels import Label
-from trainer.sources import Transaction
+from trainer.sources import Event, Transaction
 
 HOUR = 3600.0
 DAY = 86_400.0
@@ -31,7 +31,7 @@ def test_a_label_known_later_never_reaches_earlier_features() -> None:
     # The fraud label of A becomes available 10 h after A; the builder is told about it up
     # front (the worst case: the trainer read the whole labels topic first).
     label = Label("A", "M", "u1", "fraud", T0 + 10 * HOUR)
-    events = [
+    events: list[Event] = [
         label,
         _tx("A", "u1", "M", T0),
         _tx("B", "u2", "M", T0 + 5 * HOUR),  # before the label is known
@@ -46,7 +46,7 @@ def test_a_label_known_later_never_reaches_earlier_features() -> None:
 
 
 def test_training_targets_are_the_labels_known_when_the_model_goes_live() -> None:
-    events = [
+    events: list[Event] = [
         Label("early", "M1", "u1", "fraud", T0 + 1 * DAY),  # known before the test start
         Label("late", "M2", "u2", "fraud", T0 + 9 * DAY),  # known only after it
         _tx("early", "u1", "M1", T0 + 1 * HOUR),
@@ -64,7 +64,7 @@ def test_training_targets_are_the_labels_known_when_the_model_goes_live() -> Non
 
 
 def test_test_days_leave_out_cards_known_compromised_before_the_day() -> None:
-    events = [
+    events: list[Event] = [
         Label("f1", "M", "card1", "fraud", T0 + 4 * DAY - HOUR),  # known before day 4
         Label("f2", "M", "card2", "fraud", T0 + 5 * DAY + HOUR),  # known during day 5
         _tx("f1", "card1", "M", T0 + HOUR),
