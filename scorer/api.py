@@ -93,8 +93,11 @@ def create_app(scorer: Scorer) -> FastAPI:
             return JSONResponse({"detail": errors}, 422)
         features = store.compute(txs, readonly=True)
         scores = loaded.score(features)
+        explained = loaded.explainer.reasons(features)
         results = []
-        for record, row, value in zip(originals, features, scores.tolist(), strict=True):
+        for record, row, value, why in zip(
+            originals, features, scores.tolist(), explained, strict=True
+        ):
             alert = value >= loaded.threshold
             results.append(
                 {
@@ -103,7 +106,7 @@ def create_app(scorer: Scorer) -> FastAPI:
                     "threshold": loaded.threshold,
                     "alert": alert,
                     "severity": explain.severity(value, loaded.threshold) if alert else None,
-                    "reasons": explain.reasons(loaded.model, row) if alert else [],
+                    "reasons": why if alert else [],
                     "features": dict(zip(FEATURE_NAMES, _nullable(row), strict=True)),
                     "model_name": loaded.name,
                     "model_version": loaded.version,

@@ -1,5 +1,8 @@
 """Alert reasons: the three features that sit furthest in the suspicious tail of the
-model's training distribution, each in plain words with its numbers."""
+model's training distribution, each in plain words with its numbers.
+
+Ranking is vectorised over the alerts of a batch (the scorer explains alerts, not every
+score), with the training quantiles that travel with the model version."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ from typing import Any
 import numpy as np
 
 from fraudcore.features import FEATURE_INDEX, FEATURES, reason_text
-from fraudcore.model import FraudModel
+from fraudcore.model import QUANTILE_LEVELS, FraudModel
 
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -21,43 +24,69 @@ def severity(score: float, threshold: float) -> str:
     return SEVERITIES[quarter]
 
 
-def _usual(model: FraudModel, row: np.ndarray, index: int) -> float | None:
-    definition = FEATURES[index]
-    if definition.usual_from is not None:
-        own = float(row[FEATURE_INDEX[definition.usual_from]]) * definition.usual_scale
-        if math.isfinite(own):
-            return own
-    reference = model.reference.get(definition.name)
-    return reference.median if reference is not None else None
+class Explainer:
+    """Reasons for one model version (built once when the version is loaded)."""
 
+    def __init__(self, model: FraudModel, top: int = 3) -> None:
+        self.top = top
+        self.candidates: list[int] = []  # features that may be offered as a reason
+        self.quantiles: list[np.ndarray] = []
+        self.high: list[bool] = []
+        self.median = np.full(len(FEATURES), np.nan)
+        for index, definition in enumerate(FEATURES):
+            reference = model.reference.get(definition.name)
+            if reference is None:
+                continue
+            self.median[index] = reference.median
+            if definition.direction != "none":
+                self.candidates.append(index)
+                self.quantiles.append(np.asarray(reference.quantiles, dtype=np.float64))
+                self.high.append(definition.direction == "high")
+        self.usual_from = [FEATURE_INDEX[d.usual_from] if d.usual_from else -1 for d in FEATURES]
 
-def reasons(model: FraudModel, row: np.ndarray, top: int = 3) -> list[dict[str, Any]]:
-    """Up to `top` reasons for one feature vector (raw values, NaN = missing)."""
-    ranked: list[tuple[float, int, float | None]] = []
-    for index, definition in enumerate(FEATURES):
-        value = float(row[index])
-        if definition.direction == "none" or not math.isfinite(value):
-            continue
-        reference = model.reference.get(definition.name)
-        if reference is None:
-            continue
-        position = reference.percentile(value)
-        tail = position if definition.direction == "high" else 1.0 - position
-        usual = _usual(model, row, index)
-        # Ties at the very end of the distribution: the larger multiple of usual first.
-        if usual is not None and usual > 0 and definition.direction == "high":
-            tail += min(value / usual, 1e3) * 1e-6
-        ranked.append((tail, index, usual))
-    ranked.sort(key=lambda item: item[0], reverse=True)
-    out = []
-    for _, index, usual in ranked[:top]:
-        value = float(row[index])
-        out.append(
-            {
-                "feature": FEATURES[index].name,
-                "value": value,
-                "usual": usual,
-                "text": reason_text(FEATURES[index].name, value, usual),
-            }
-        )
-    return out
+    def usual(self, row: np.ndarray, index: int) -> float | None:
+        source = self.usual_from[index]
+        if source >= 0:
+            own = float(row[source]) * FEATURES[index].usual_scale
+            if math.isfinite(own):
+                return own
+        median = self.median[index]
+        return float(median) if math.isfinite(median) else None
+
+    def reasons(self, rows: np.ndarray) -> list[list[dict[str, Any]]]:
+        """Up to `top` reasons for each row (raw feature values, NaN = missing)."""
+        if rows.shape[0] == 0 or not self.candidates:
+            return [[] for _ in range(rows.shape[0])]
+        values = rows[:, self.candidates]
+        tail = np.empty_like(values)
+        for k, quantiles in enumerate(self.quantiles):
+            position = np.interp(values[:, k], quantiles, QUANTILE_LEVELS, left=0.0, right=1.0)
+            tail[:, k] = position if self.high[k] else 1.0 - position
+        tail[np.isnan(values)] = -np.inf
+        out = []
+        for r in range(rows.shape[0]):
+            row = rows[r]
+            usuals = [self.usual(row, i) for i in self.candidates]
+            # Ties at the very end of the distribution: the larger multiple of usual first.
+            ranked = sorted(
+                (
+                    tail[r, k] + (min(values[r, k] / u, 1e3) * 1e-6 if self.high[k] and u else 0.0),
+                    k,
+                )
+                for k, u in enumerate(usuals)
+                if tail[r, k] > -np.inf
+            )
+            picked = []
+            for _, k in reversed(ranked[-self.top :]):
+                index = self.candidates[k]
+                value = float(row[index])
+                picked.append(
+                    {
+                        "feature": FEATURES[index].name,
+                        "value": value,
+                        "usual": usuals[k],
+                        "text": reason_text(FEATURES[index].name, value, usuals[k]),
+                    }
+                )
+            out.append(picked)
+        return out

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from typing import Any
 
 import msgpack
 import numpy as np
@@ -66,9 +67,16 @@ class FeatureStore:
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}:u:{{{user_id}}}"
 
-    def merchant_keys(self, merchant_id: str) -> tuple[str, str]:
-        base = f"{self.prefix}:m:{{{merchant_id}}}"
-        return base, base + ":f"
+    def merchant_key(self, merchant_id: str) -> str:
+        return f"{self.prefix}:m:{{{merchant_id}}}"
+
+    def merchant_state(self, merchant_id: str) -> MerchantSnapshot:
+        """The merchant's state as stored (for tests and operators)."""
+        raw = self.client.get(self.merchant_key(merchant_id))
+        if raw is None:
+            return MerchantSnapshot({}, {}, {})
+        days, marks, frauds = msgpack.unpackb(raw, strict_map_key=False)
+        return MerchantSnapshot(dict(days or {}), dict(marks or {}), dict(frauds or {}))
 
     def compute(
         self,
@@ -93,7 +101,7 @@ class FeatureStore:
             by_merchant.setdefault(tx.merchant_id, []).append(i)
             out[i, : _USER_SLICE.start] = stateless_features(tx.ts_ms, tx.cents)
         flag = "1" if readonly else "0"
-        commands: list[tuple[str, ...]] = []
+        commands: list[tuple[Any, ...]] = []
         for user_id, rows in by_user.items():
             args = msgpack.packb(
                 [
@@ -115,8 +123,9 @@ class FeatureStore:
             args = msgpack.packb(
                 [[txs[i].ts_ms, positions[i].source, positions[i].offset] for i in rows]
             )
-            counts, frauds = self.merchant_keys(merchant_id)
-            commands.append(("merchant", "2", counts, frauds, args, flag, self.ttl_ms))
+            commands.append(
+                ("merchant", "1", self.merchant_key(merchant_id), args, flag, self.ttl_ms)
+            )
         replies = self._run(commands)
         groups = [*by_user.values(), *by_merchant.values()]
         n_users = len(by_user)
@@ -129,34 +138,65 @@ class FeatureStore:
         self, merchant_id: str, transaction_id: str, label: str, available_ms: int
     ) -> bool:
         """Count a fraud label for its merchant (once per transaction)."""
-        _, frauds = self.merchant_keys(merchant_id)
-        replies = self._run(
-            [("label", "1", frauds, transaction_id, label, str(available_ms), self.ttl_ms)]
-        )
-        return bool(replies[0])
+        return self.fold_labels([(merchant_id, transaction_id, label, available_ms)]) == 1
 
     def fold_labels(self, labels: Sequence[tuple[str, str, str, int]]) -> int:
         """Fold many labels in one round trip; returns how many were newly counted."""
         if not labels:
             return 0
         commands = [
-            ("label", "1", self.merchant_keys(m)[1], txid, label, str(available), self.ttl_ms)
+            ("label", "1", self.merchant_key(m), txid, label, str(available), self.ttl_ms)
             for m, txid, label, available in labels
         ]
         return sum(int(r) for r in self._run(commands))
 
-    def _run(self, commands: list[tuple[str, ...]]) -> list[bytes]:
-        """EVALSHA every command in one pipeline; reload the scripts once if Redis lost
-        them (a restart without persistence of the script cache)."""
+    def _run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """EVALSHA every command in one round trip and return the replies in order.
+
+        The RESP request is encoded here and written in one piece: redis-py's pipeline
+        costs several microseconds a command, more than the scripts themselves. If Redis
+        lost the scripts (a restart), they are reloaded and the batch is sent once more,
+        which is safe because every script is idempotent."""
         for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for name, *rest in commands:
-                pipe.execute_command("EVALSHA", self._sha[name], *rest)
+            request = _encode(commands, self._sha)
+            pool = self.client.connection_pool
+            connection = pool.get_connection()
             try:
-                return list(pipe.execute())
+                connection.send_packed_command([request], check_health=False)
+                replies = []
+                for _ in commands:
+                    replies.append(connection.read_response(disable_decoding=True))
+                return replies
             except NoScriptError:
+                connection.disconnect()  # later replies of this request are unread
                 if attempt == 2:
                     raise
                 logger.warning("redis lost the feature scripts; reloading %s", kv(attempt=attempt))
                 self.load_scripts()
+            except BaseException:
+                connection.disconnect()
+                raise
+            finally:
+                pool.release(connection)
         raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class MerchantSnapshot:
+    days: dict[int, int]
+    marks: dict[str, int]
+    frauds: dict[str, int]
+
+
+def _encode(commands: Sequence[tuple[Any, ...]], sha: dict[str, str]) -> bytes:
+    """RESP arrays for EVALSHA <sha> <args...>, one per command."""
+    out = bytearray()
+    for name, *args in commands:
+        parts = [b"EVALSHA", sha[name].encode(), *args]
+        out += b"*%d\r\n" % len(parts)
+        for part in parts:
+            data = part.encode() if isinstance(part, str) else part
+            out += b"$%d\r\n" % len(data)
+            out += data
+            out += b"\r\n"
+    return bytes(out)

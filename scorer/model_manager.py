@@ -21,6 +21,7 @@ import mlflow
 from fraudcore.logs import kv
 from fraudcore.model import FraudModel
 from scorer import metrics
+from scorer.explain import Explainer
 from scorer.treeeval import CompiledModel, compile_model
 
 logger = logging.getLogger(__name__)
@@ -32,6 +33,7 @@ class LoadedModel:
     version: str
     model: FraudModel
     compiled: CompiledModel
+    explainer: Explainer
 
     @property
     def threshold(self) -> float:
@@ -95,7 +97,9 @@ class ModelManager:
             model = mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
             if not isinstance(model, FraudModel):
                 raise TypeError(f"expected a FraudModel, got {type(model).__name__}")
-            loaded = LoadedModel(self.name, str(version), model, compile_model(model))
+            loaded = LoadedModel(
+                self.name, str(version), model, compile_model(model), Explainer(model)
+            )
         except Exception as exc:
             metrics.model_load_failures.inc()
             self.last_error = f"loading version {version} failed: {exc}"

@@ -41,7 +41,7 @@ class OutMessage:
     topic: str
     key: bytes | None
     value: bytes | None
-    headers: list[tuple[str, bytes]] | None = None
+    headers: list[tuple[str, str | bytes | None]] | None = None
 
 
 def decode_batch(
@@ -70,7 +70,8 @@ def decode_batch(
 def dead_letter(rejected: Rejected, dlq_topic: str) -> OutMessage:
     """The original bytes and headers, plus headers naming the reason and the source."""
     msg, error = rejected.msg, rejected.error
-    headers = list(msg.headers() or [])
+    original: list[tuple[str, bytes]] = msg.headers() or []  # type: ignore[assignment]
+    headers: list[tuple[str, str | bytes | None]] = list(original)
     headers += [
         ("dlq.reason", error.reason.encode()),
         ("dlq.field", (error.field or "").encode()),
@@ -92,7 +93,8 @@ def outputs(
     features: np.ndarray,
     scores: np.ndarray,
     *,
-    model: Any,
+    threshold: float,
+    explainer: explain.Explainer,
     model_name: str,
     model_version: str,
     scores_topic: str,
@@ -103,9 +105,12 @@ def outputs(
     """Score and alert messages for a batch; returns them and the severities alerted."""
     out: list[OutMessage] = []
     severities: list[str] = []
-    threshold = float(model.threshold)
-    rows = features.tolist()
-    for item, row, score in zip(accepted, rows, scores.tolist(), strict=True):
+    score_list = scores.tolist()
+    alerting = [i for i, score in enumerate(score_list) if score >= threshold]
+    reasons = dict(zip(alerting, explainer.reasons(features[alerting]), strict=True))
+    for i, (item, row, score) in enumerate(
+        zip(accepted, features.tolist(), score_list, strict=True)
+    ):
         record = item.record
         key = record["user_id"].encode()
         if emit_scores:
@@ -129,10 +134,10 @@ def outputs(
                     ),
                 )
             )
-        if score >= threshold:
+        if i in reasons:
             level = explain.severity(score, threshold)
             severities.append(level)
-            why = explain.reasons(model, np.asarray(row)) or [
+            why = reasons[i] or [
                 {
                     "feature": "score",
                     "value": score,

@@ -223,9 +223,10 @@ class Scorer:
             if error is not None:
                 self._on_consume_error(error)
                 continue
-            key = (msg.topic(), msg.partition())
-            first.setdefault(key, msg.offset())
-            last[key] = msg.offset()
+            key = (msg.topic() or "", msg.partition() or 0)
+            offset = msg.offset() or 0
+            first.setdefault(key, offset)
+            last[key] = offset
             data.append(msg)
         if not data:
             return
@@ -252,7 +253,8 @@ class Scorer:
             accepted,
             features,
             scores,
-            model=loaded.model,
+            threshold=loaded.threshold,
+            explainer=loaded.explainer,
             model_name=loaded.name,
             model_version=loaded.version,
             scores_topic=settings.topic_scores,
@@ -276,12 +278,13 @@ class Scorer:
         metrics.scored.inc(len(accepted))
         for level in severities:
             metrics.alerted.labels(level).inc()
-        for item in rejected:
-            metrics.dead_lettered.labels(item.error.reason).inc()
+        for reject in rejected:
+            metrics.dead_lettered.labels(reject.error.reason).inc()
+            msg = reject.msg
             logger.info(
                 "dead-lettered %s",
-                kv(at=where(item.msg.topic() or "", item.msg.partition() or 0, item.msg.offset() or 0),
-                   reason=item.error.reason, field=item.error.field, detail=item.error.detail),
+                kv(at=where(msg.topic() or "", msg.partition() or 0, msg.offset() or 0),
+                   reason=reject.error.reason, field=reject.error.field, detail=reject.error.detail),
             )  # fmt: skip
         score_hist = metrics.score_distribution.labels(loaded.version)
         for item, score in zip(accepted, scores.tolist(), strict=True):

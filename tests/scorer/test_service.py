@@ -16,6 +16,7 @@ from confluent_kafka.admin import AdminClient
 from fraudcore.contracts import validate
 from fraudcore.kafka import ensure_topics
 from fraudcore.topics import TopicSpec
+from scorer.feature_store import FeatureStore
 from tests.kafka_util import produce, produce_records, read_topic, values
 from tests.scorer.harness import ScorerWorld, wait_until
 from tests.scorer.models import isolation_model, register
@@ -222,13 +223,12 @@ def _assert_same_output(
     assert len(alerts) == len(expected_alerts)
     assert _comparable(alerts) == expected_alerts
     # Merchant state counted every transaction exactly once.
-    client = redis.Redis.from_url(stack.redis_url)
+    store = FeatureStore(redis.Redis.from_url(stack.redis_url), world.key_prefix)
     per_merchant: dict[str, int] = {}
     for record in records:
         per_merchant[record["merchant_id"]] = per_merchant.get(record["merchant_id"], 0) + 1
     for merchant, count in per_merchant.items():
-        days = client.hgetall(f"{world.key_prefix}:m:{{{merchant}}}")
-        assert sum(int(v) for k, v in days.items() if k.startswith(b"d")) == count, merchant
+        assert sum(store.merchant_state(merchant).days.values()) == count, merchant
 
 
 def test_sigkill_several_times_changes_no_output(
@@ -349,12 +349,14 @@ def test_labels_fold_into_merchant_state_and_bad_labels_dead_letter(
     scorer = world.start()
     try:
         scorer.wait_ready()
-        client = redis.Redis.from_url(stack.redis_url)
-        key = f"{world.key_prefix}:m:{{{merchant}}}:f"
-        wait_until(lambda: client.zcard(key) >= 1, 30, "the fraud label to be folded")
+        store = FeatureStore(redis.Redis.from_url(stack.redis_url), world.key_prefix)
+        wait_until(
+            lambda: store.merchant_state(merchant).frauds, 30, "the fraud label to be folded"
+        )
         letters = read_topic(kafka, world.labels_dlq, expect=1, timeout_s=30)
         time.sleep(1)
-        assert client.zrange(key, 0, -1, withscores=True) == [(b"t-1", 1795168800000.0)]
+        # Counted once, from the first label's available_at; the legit label not at all.
+        assert store.merchant_state(merchant).frauds == {"t-1": 1795168800000}
         headers = dict(letters[0].headers())
         assert headers["dlq.reason"] == b"schema_violation"
         assert headers["dlq.field"] == b"label"
