@@ -116,8 +116,9 @@ def main(
         bool, typer.Option(help="time wall clock instead of this thread's CPU time")
     ] = False,
 ) -> None:
-    """On a shared machine the thread's CPU time is the stable measure of one core's work;
-    wall clock adds whatever the other processes take from it."""
+    """Rows/s of sklearn vs the compiled evaluator (numba, numpy) at batch sizes 1..10k."""
+    # On a shared machine this thread's CPU time is the stable measure of one core's
+    # work; wall clock adds whatever the other processes take from the core.
     console = Console()
     clock = time.perf_counter if wall else time.thread_time
     if pin is not None:
@@ -135,7 +136,8 @@ def main(
             for backend in ("numba", "numpy"):
                 compiled = compile_model(model, backend=backend)
                 got, want = compiled.score(rows[:2000]), model.score(rows[:2000])
-                console.print(f"{name} [{backend}]: max |diff| = {np.abs(got - want).max():.2e}")
+                diff = np.abs(got - want).max()
+                console.print(f"{name} ({backend}): max |diff| vs sklearn = {diff:.2e}")
                 backends[backend] = compiled.score
             for path, score in backends.items():
                 for size in BATCH_SIZES:
@@ -159,6 +161,8 @@ def main(
                 name, path, *(f"{cells[s]:,.0f}" if s in cells else "-" for s in BATCH_SIZES)
             )
     console.print(table)
+    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    console.print(f"load average (1, 5, 15 min) at the end: {load} on {os.cpu_count()} CPUs")
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         json_out.write_text(json.dumps(results, indent=2))
