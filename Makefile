@@ -17,6 +17,8 @@ DEBIAN_PACKAGES := redis-server prometheus kcat default-jre-headless maven
 DEBIAN_PACKAGES += chromium chromium-driver
 # Compose CLI (client only, no engine) for tests/test_compose.py's `config -q` check.
 DEBIAN_PACKAGES += docker-compose
+# Redis metrics for Prometheus (Infrastructure dashboard; tests/observability/).
+DEBIAN_PACKAGES += prometheus-redis-exporter
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 # `make up` uses Docker Compose when an engine answers, the local launcher otherwise.
 ENGINE := command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
@@ -40,7 +42,7 @@ $(STAMP): $(VENV)/pyvenv.cfg
 
 system-packages: ## Install redis-server, prometheus (promtool), kcat, Java, Maven if missing
 	@missing=""; \
-	for tool in redis-server prometheus promtool kcat java mvn chromium chromedriver docker-compose; do \
+	for tool in redis-server prometheus promtool kcat java mvn chromium chromedriver docker-compose prometheus-redis-exporter; do \
 		command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; \
 	done; \
 	if [ -n "$$missing" ]; then \
