@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -60,3 +61,13 @@ def stream_topics(stack: TestStack, kafka_config: dict[str, str]) -> Iterator[St
     yield StreamTopics(tx_topic, label_topic, stream, stack.kafka_bootstrap, stack.mlflow_uri)
     if os.environ.get("FRAUD_TEST_KEEP_TOPICS") != "1":
         admin.delete_topics([tx_topic, label_topic], operation_timeout=10)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging() -> Iterator[None]:
+    """The CLI installs its own log handler (on the runner's stream); put pytest's back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
