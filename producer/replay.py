@@ -1,0 +1,330 @@
+"""Replay of a transactions file (CSV or JSONL, optionally gzipped), streamed row by row.
+
+A column mapping turns each row into a transaction; an optional label column becomes a
+label on the labels topic (never a transaction field). A row that cannot become a valid
+transaction is yielded as Rejected, naming the field and the reason, for the DLQ.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import io
+import math
+import os
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+import orjson
+
+from fraudcore.contracts import SCHEMA_VERSION, format_time, known_fields
+from producer import metrics
+from producer.events import Event, Origin, Rejected, make_event
+
+DAY_S = 86400.0
+REQUIRED = ("transaction_id", "user_id", "merchant_id", "amount", "timestamp")
+NUMBERS = ("amount", "lat", "lon")
+FRAUD_VALUES = frozenset({"1", "true", "t", "yes", "y", "fraud"})
+LEGIT_VALUES = frozenset({"0", "false", "f", "no", "n", "legit"})
+# Targets of --map besides the transaction fields: they feed the label only.
+LABEL_TARGETS = ("label", "scenario")
+UNLABELLED = "unlabelled"  # metric scenario of a transaction replayed without a label
+
+
+@dataclass(frozen=True)
+class Preset:
+    mapping: Mapping[str, str]  # target field -> source column
+    scenario_names: Mapping[str, str] = field(default_factory=dict)
+    label_delay_s: float = 2 * DAY_S
+    label_source: str = "chargeback"
+    sorted_by_time: bool = False  # rows are in event-time order: stop at --until
+
+
+PRESETS = {
+    # The Fraud Detection Handbook's simulated data (see its README): labels are the
+    # handbook simulator's ground truth, known after the book's 7-day delay.
+    "handbook": Preset(
+        mapping={
+            "transaction_id": "TRANSACTION_ID",
+            "timestamp": "TX_DATETIME",
+            "user_id": "CUSTOMER_ID",
+            "merchant_id": "TERMINAL_ID",
+            "amount": "TX_AMOUNT",
+            "label": "TX_FRAUD",
+            "scenario": "TX_FRAUD_SCENARIO",
+        },
+        scenario_names={
+            "1": "high_amount",
+            "2": "compromised_terminal",
+            "3": "compromised_customer",
+        },
+        label_delay_s=7 * DAY_S,
+        label_source="simulator",
+        sorted_by_time=True,
+    ),
+}
+
+
+@dataclass(frozen=True)
+class ReplayConfig:
+    path: Path
+    mapping: Mapping[str, str]
+    file_format: str | None = None  # "csv" or "jsonl"; None: from the file name
+    scenario_names: Mapping[str, str] = field(default_factory=dict)
+    label_source: str = "chargeback"
+    label_delay_s: float = 2 * DAY_S
+    label_jitter_s: float = 0.0
+    time_format: str | None = None  # strptime format; None: ISO 8601 ('T' or ' ')
+    limit: int | None = None  # rows taken (inside the time range), good or bad
+    since: float | None = None  # inclusive
+    until: float | None = None  # exclusive
+    sorted_by_time: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        targets = known_fields("transactions") | set(LABEL_TARGETS)
+        unknown = sorted(set(self.mapping) - targets)
+        if unknown:
+            raise ValueError(
+                f"--map: unknown target field(s) {unknown}; known: {', '.join(sorted(targets))}"
+            )
+        missing = [f for f in REQUIRED if f not in self.mapping]
+        if missing:
+            raise ValueError(f"--map: no column mapped to required field(s) {missing}")
+        if "schema_version" in self.mapping:
+            raise ValueError("--map: schema_version is set by the producer, not mapped")
+
+
+def file_format(path: Path, explicit: str | None) -> str:
+    if explicit:
+        return explicit
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".csv"):
+        return "csv"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    raise ValueError(f"cannot tell the format of {path.name}; use --format csv|jsonl")
+
+
+class _PastUntil(Exception):
+    """A time-ordered file has gone past --until: nothing more to read."""
+
+
+class RowError(Exception):
+    def __init__(self, reason: str, field: str | None, detail: str) -> None:
+        super().__init__(detail)
+        self.reason, self.field, self.detail = reason, field, detail
+
+
+class ReplaySource:
+    """Iterate to get Events and Rejected rows; bytes_read()/total_bytes follow the file
+    position (for a .gz, the position in the compressed file)."""
+
+    def __init__(self, config: ReplayConfig) -> None:
+        self.config = config
+        self.format = file_format(config.path, config.file_format)
+        self.total_bytes = os.path.getsize(config.path)
+        self.rows_read = 0
+        self.rows_skipped = 0
+        self._raw: IO[bytes] | None = None
+        self._rng = np.random.default_rng([config.seed, 2])
+        self._name = str(config.path)
+
+    def bytes_read(self) -> int:
+        return self._raw.tell() if self._raw is not None and not self._raw.closed else 0
+
+    def __iter__(self) -> Iterator[Event | Rejected]:
+        with open(self.config.path, "rb") as raw:
+            self._raw = raw
+            stream: IO[bytes] = raw
+            if _is_gzip(raw):
+                stream = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
+            rows = self._csv_rows(stream) if self.format == "csv" else self._jsonl_rows(stream)
+            taken = 0
+            try:
+                for item in rows:
+                    if self.config.limit is not None and taken >= self.config.limit:
+                        return
+                    if item is not None:  # None: outside the time range
+                        taken += 1
+                        yield item
+            except _PastUntil:
+                return
+
+    # --- readers -------------------------------------------------------------------------
+
+    def _csv_rows(self, stream: IO[bytes]) -> Iterator[Event | Rejected | None]:
+        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+        reader = csv.reader(text)
+        header = next(reader, None)
+        if header is None:
+            raise ValueError(f"{self._name} is empty (no header row)")
+        columns = {name.strip(): i for i, name in enumerate(header)}
+        absent = {t: c for t, c in self.config.mapping.items() if c not in columns}
+        if absent:
+            raise ValueError(
+                f"{self._name}: mapped column(s) not in the header: "
+                + ", ".join(f"{t}={c}" for t, c in absent.items())
+                + f" (columns: {', '.join(header)})"
+            )
+        index = {t: columns[c] for t, c in self.config.mapping.items()}
+        for values in reader:
+            if not values:  # a blank line
+                continue
+            self.rows_read += 1
+            origin = Origin(self._name, reader.line_num, values=values)
+            picked: dict[str, Any] = {}
+            for target, i in index.items():
+                if i < len(values):
+                    picked[target] = values[i]
+            yield self._row(picked, origin)
+
+    def _jsonl_rows(self, stream: IO[bytes]) -> Iterator[Event | Rejected | None]:
+        for line_no, line in enumerate(stream, 1):
+            line = line.rstrip(b"\r\n")
+            if not line.strip():
+                continue
+            self.rows_read += 1
+            origin = Origin(self._name, line_no, raw=line)
+            try:
+                record = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                yield Rejected("unparseable", None, f"not valid JSON: {exc}", origin)
+                continue
+            if not isinstance(record, dict):
+                yield Rejected("not_an_object", None, "expected a JSON object", origin)
+                continue
+            mapping = self.config.mapping
+            yield self._row({t: record[c] for t, c in mapping.items() if c in record}, origin)
+
+    # --- one row -------------------------------------------------------------------------
+
+    def _row(self, picked: dict[str, Any], origin: Origin) -> Event | Rejected | None:
+        """An Event, a Rejected row, or None (outside the time range)."""
+        key = _text(picked.get("user_id")).encode("utf-8", "surrogateescape") or None
+        try:
+            tx, event_ts = self._transaction(picked)
+            cfg = self.config
+            if cfg.since is not None and event_ts < cfg.since:
+                self._skip()
+                return None
+            if cfg.until is not None and event_ts >= cfg.until:
+                if cfg.sorted_by_time:
+                    raise _PastUntil
+                self._skip()
+                return None
+            if "label" not in cfg.mapping:
+                return Event(tx, event_ts, None, event_ts, UNLABELLED, origin)
+            fraud = self._fraud(picked.get("label"))
+            scenario = _text(picked.get("scenario")) or None
+            if scenario is not None:
+                scenario = cfg.scenario_names.get(scenario, scenario)
+            delay = cfg.label_delay_s
+            if cfg.label_jitter_s > 0:
+                delay += math.floor(float(self._rng.random()) * cfg.label_jitter_s * 1000) / 1000
+            return make_event(
+                tx,
+                event_ts,
+                fraud=fraud,
+                scenario=scenario if fraud else None,
+                source=cfg.label_source,
+                delay_s=delay,
+                origin=origin,
+            )
+        except RowError as exc:
+            return Rejected(exc.reason, exc.field, exc.detail, origin, key)
+
+    def _skip(self) -> None:
+        self.rows_skipped += 1
+        metrics.SKIPPED_ROWS.inc()
+
+    def _transaction(self, picked: dict[str, Any]) -> tuple[dict[str, Any], float]:
+        tx: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
+        event_ts = 0.0
+        for target, value in picked.items():
+            if target in LABEL_TARGETS:
+                continue
+            if target == "timestamp":
+                event_ts = self._time(value)
+                tx["timestamp"] = format_time(event_ts)
+            elif target in NUMBERS:
+                number = _number(target, value)
+                if number is not None:
+                    tx[target] = number
+            else:
+                text = _text(value)
+                if text:
+                    tx[target] = text
+        for name in REQUIRED:
+            if name not in tx:
+                raise RowError("missing_field", name, "required field is missing or empty")
+        return tx, event_ts
+
+    def _time(self, value: Any) -> float:
+        text = _text(value)
+        try:
+            fmt = self.config.time_format
+            if fmt == "epoch":
+                return float(text)
+            parsed = datetime.strptime(text, fmt) if fmt else datetime.fromisoformat(text)
+        except ValueError:
+            wanted = self.config.time_format or "ISO 8601"
+            raise RowError(
+                "bad_timestamp", "timestamp", f"not a time ({wanted}): {text!r}"
+            ) from None
+        if parsed.tzinfo is None:  # a time without offset is UTC
+            parsed = parsed.replace(tzinfo=UTC)
+        return parsed.timestamp()
+
+    def _fraud(self, value: Any) -> bool:
+        text = _text(value).lower()
+        if text in FRAUD_VALUES:
+            return True
+        if text in LEGIT_VALUES:
+            return False
+        raise RowError("bad_label", "label", f"not a fraud/legit value: {text!r}")
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # JSON 12.0 as an id reads "12"
+    return str(value).strip()
+
+
+def _number(target: str, value: Any) -> float | None:
+    if isinstance(value, bool):
+        raise RowError(f"bad_{target}", target, f"not a number: {value!r}")
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if target == "amount":
+            raise RowError("missing_field", target, "required field is missing or empty")
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise RowError(f"bad_{target}", target, f"not a number: {value!r}") from None
+    if not math.isfinite(number):
+        raise RowError(f"bad_{target}", target, f"must be a finite number, got {value!r}")
+    return number
+
+
+def _is_gzip(raw: IO[bytes]) -> bool:
+    magic = raw.read(2)
+    raw.seek(0)
+    return magic == b"\x1f\x8b"
+
+
+def mapping_from_flags(flags: Sequence[str]) -> dict[str, str]:
+    """['amount=TX_AMOUNT', ...] -> {'amount': 'TX_AMOUNT'}."""
+    mapping = {}
+    for flag in flags:
+        target, sep, column = flag.partition("=")
+        if not sep or not target.strip() or not column.strip():
+            raise ValueError(f"--map wants field=COLUMN, got {flag!r}")
+        mapping[target.strip()] = column.strip()
+    return mapping
