@@ -20,7 +20,7 @@ from trainer import kafka_source
 from trainer.models import ModelConfig, NeedsLabelsError
 from trainer.pipeline import DataRequest, SplitRequest
 from trainer.progress import Bars
-from trainer.registry import champion_version
+from trainer.registry import champion_version, wait_for_mlflow
 from trainer.runner import RunOptions, run_training
 from trainer.settings import ModelKind, TrainerSettings
 from trainer.timeutil import parse_duration
@@ -53,6 +53,7 @@ def run_bootstrap(settings: TrainerSettings, kind: ModelKind | None, bars: Bars)
     started = time.monotonic()
     uri = settings.mlflow_tracking_uri
     client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    wait_for_mlflow(client, settings.trainer_startup_timeout_s)
     current = champion_version(client, settings.model_name)
     if current is not None:
         logger.info(

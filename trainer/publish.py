@@ -30,6 +30,7 @@ from trainer.registry import (
     frame,
     load_version,
     move_alias,
+    wait_for_mlflow,
 )
 
 logger = logging.getLogger(__name__)
@@ -105,10 +106,12 @@ def publish(
     test_cards: np.ndarray,
     test_ts: np.ndarray,
     scenarios: list[str | None],
+    startup_timeout_s: float = 60.0,
 ) -> Published:
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_experiment(experiment)
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    wait_for_mlflow(client, startup_timeout_s)
     model = outcome.model
     kind = outcome.config.kind
     with mlflow.start_run(run_name=f"{kind}-{outcome.fingerprint[:8]}") as run:
@@ -166,6 +169,13 @@ def publish(
                 model_name, current, outcome, test_cards, test_ts, scenarios
             )
         decision = decide(outcome.metrics, champion_metrics, current, error)
+        mlflow.log_metrics(
+            {
+                f"gate.{k}": v
+                for k, v in (("candidate", decision.candidate), ("champion", decision.champion))
+                if v is not None and np.isfinite(v)
+            }
+        )
         if champion_metrics is not None:
             mlflow.log_metrics(
                 {f"champion.{k}": v for k, v in champion_metrics.items() if np.isfinite(v)}

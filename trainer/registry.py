@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,6 +32,28 @@ CHALLENGER = "challenger"
 def allow_model_loading() -> None:
     """MLflow refuses to unpickle models unless told to; our own registry is trusted."""
     os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
+
+
+def wait_for_mlflow(client: MlflowClient, timeout_s: float) -> None:
+    """Block until the tracking server answers, or raise TimeoutError (bounded, logged)."""
+    deadline = time.monotonic() + timeout_s
+    attempt = 0
+    while True:
+        attempt += 1
+        try:
+            client.search_registered_models(max_results=1)
+            logger.info("mlflow reachable %s", kv(attempt=attempt))
+            return
+        except MlflowException as exc:
+            if exc.error_code not in ("TEMPORARILY_UNAVAILABLE", "INTERNAL_ERROR"):
+                raise
+            error: Exception = exc
+        except OSError as exc:  # connection refused / reset, DNS
+            error = exc
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"MLflow not reachable after {timeout_s:.0f}s: {error}")
+        logger.info("waiting for mlflow %s", kv(attempt=attempt, error=error))
+        time.sleep(min(2.0, 0.2 * attempt))
 
 
 def champion_version(client: MlflowClient, name: str) -> str | None:

@@ -72,6 +72,7 @@ def run_training(
                 tracking_uri=settings.mlflow_tracking_uri,
                 experiment=settings.trainer_experiment,
                 model_name=settings.model_name,
+                startup_timeout_s=settings.trainer_startup_timeout_s,
                 test_cards=test_cards,
                 test_ts=test_ts,
                 scenarios=scenarios,
