@@ -55,6 +55,7 @@ from tests.kafka_util import produce
 from tests.observability import live as lv
 from tests.observability.sources import (
     alert_rules,
+    dashboards,
     normalized,
     panel_queries,
     recording_rules,
@@ -417,6 +418,11 @@ def test_provoked_alerts_fire(live: Live) -> None:
         matching = [a for a in firing if a["alertname"] == name]
         assert matching, f"{name} is not firing; firing: {firing}"
         assert any(labels.items() <= a.items() for a in matching), matching
+    # The dashboards' annotation query (firing alerts) now has something to draw.
+    for board in dashboards().values():
+        for annotation in board["annotations"]["list"]:
+            if "expr" in annotation:
+                assert live.query(annotation["expr"]), (board["uid"], annotation["expr"])
 
 
 def test_every_alert_names_its_signals() -> None:
