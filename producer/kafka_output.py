@@ -16,10 +16,10 @@ from confluent_kafka import KafkaError, Message, Producer
 from fraudcore.kafka import producer_config
 from fraudcore.logs import kv
 from producer import metrics
+from producer.metrics import STREAMS
 
 logger = logging.getLogger(__name__)
 
-STREAMS = ("transactions", "labels", "dlq")
 # Log the first failures of a kind, then one in this many, so an outage cannot flood the log.
 LOG_EVERY = 1000
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, start_http_server
 from prometheus_client.registry import REGISTRY, CollectorRegistry
 
+STREAMS = ("transactions", "labels", "dlq")  # what the producer writes, as a metric label
+
 TRANSACTIONS = Counter(
     "producer_transactions",
     "Transactions produced (handed to the Kafka client), by fraud scenario; 'legit' for legit.",
@@ -41,6 +43,13 @@ EVENT_TIME_LAG = Gauge(
 PENDING_LABELS = Gauge(
     "producer_pending_labels", "Labels held back until the event time reaches available_at."
 )
+
+# Children created up front: a dashboard shows 0 rather than "no data" before any event.
+for _stream in STREAMS:
+    DELIVERED.labels(_stream)
+    DELIVERY_FAILURES.labels(_stream)
+for _label in ("fraud", "legit"):
+    LABELS.labels(_label)
 
 
 def serve(port: int, registry: CollectorRegistry = REGISTRY) -> tuple[object, int]:

@@ -48,6 +48,8 @@ ONLINE_CATEGORIES: dict[str, float] = {
 }
 ATM_CATEGORY = "cash_withdrawal"
 EARTH_RADIUS_KM = 6371.0
+NEARBY_STORES = 12
+MIN_MERCHANTS = 30  # room for a shop and a cash machine in every home country
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +85,7 @@ class User:
     channel_cum: tuple[float, ...]  # cumulative mix over CHANNELS
     stores: tuple[int, ...]  # usual merchants (indices into Population.merchants)
     stores_cum: tuple[float, ...]
+    nearby: tuple[int, ...]  # the closest shops at home: where a new shop is found
     online: tuple[int, ...]
     online_cum: tuple[float, ...]
     atms: tuple[int, ...]
@@ -128,8 +131,8 @@ def _cumulative(weights: np.ndarray) -> tuple[float, ...]:
 
 
 def build_population(config: PopulationConfig) -> Population:
-    if config.users < 1 or config.merchants < 10:
-        raise ValueError("a population needs at least 1 user and 10 merchants")
+    if config.users < 1 or config.merchants < MIN_MERCHANTS:
+        raise ValueError(f"a population needs at least 1 user and {MIN_MERCHANTS} merchants")
     fake = Faker()
     fake.seed_instance(config.seed)
     rng = np.random.default_rng([config.seed, 0])
@@ -158,20 +161,23 @@ def build_population(config: PopulationConfig) -> Population:
     )
 
 
-def _home_draws(
-    rng: np.random.Generator, places: list[Place], n: int, spread_deg: float
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """n (country, lat, lon) in the home countries, countries weighted by population."""
-    countries = list(HOME_COUNTRIES)
+def _home_countries(rng: np.random.Generator, n: int) -> np.ndarray:
+    """n indices into HOME_COUNTRIES, weighted by population."""
     weights = np.array(list(HOME_COUNTRIES.values()))
-    by_country = [[p for p in places if p.country == c] for c in countries]
-    picked = rng.choice(len(countries), size=n, p=weights / weights.sum())
-    offsets = rng.random(n)
+    return rng.choice(len(weights), size=n, p=weights / weights.sum())
+
+
+def _home_places(
+    rng: np.random.Generator, places: list[Place], picked: np.ndarray, spread_deg: float
+) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(country, lat, lon) of a Faker place in each picked home country, a little jittered."""
+    by_country = [[p for p in places if p.country == c] for c in HOME_COUNTRIES]
+    offsets = rng.random(len(picked))
     homes = [
         by_country[c][int(o * len(by_country[c]))] for c, o in zip(picked, offsets, strict=True)
     ]
-    lat = np.array([h.lat for h in homes]) + rng.normal(0, spread_deg, n)
-    lon = np.array([h.lon for h in homes]) + rng.normal(0, spread_deg, n)
+    lat = np.array([h.lat for h in homes]) + rng.normal(0, spread_deg, len(picked))
+    lon = np.array([h.lon for h in homes]) + rng.normal(0, spread_deg, len(picked))
     return [h.country for h in homes], np.round(lat, 5), np.round(lon, 5)
 
 
@@ -179,11 +185,17 @@ def _merchants(
     config: PopulationConfig, rng: np.random.Generator, places: list[Place]
 ) -> list[Merchant]:
     n = config.merchants
+    homes = len(HOME_COUNTRIES)
     # Kinds in fixed proportions, so a small population still has every kind.
-    n_online, n_atm, n_foreign = max(2, n // 10), max(2, n * 8 // 100), max(2, n * 6 // 100)
+    n_online, n_atm, n_foreign = max(2, n // 10), max(homes, n * 8 // 100), max(2, n * 6 // 100)
     kinds = ["online"] * n_online + ["atm"] * n_atm + ["foreign"] * n_foreign
     kinds += ["store"] * (n - len(kinds))
-    countries, lats, lons = _home_draws(rng, places, n, 0.05)
+    picked = _home_countries(rng, n)
+    # Every home country gets at least one shop and one cash machine: its people pay at home.
+    for kind in ("store", "atm"):
+        first = [i for i, k in enumerate(kinds) if k == kind][:homes]
+        picked[first] = np.arange(len(first))
+    countries, lats, lons = _home_places(rng, places, picked, 0.05)
     abroad = [p for p in places if p.country not in HOME_COUNTRIES]
     category_draws = rng.random(n)
     abroad_draws = rng.random(n)
@@ -227,6 +239,13 @@ def _nearby(
     return [int(candidates[i]) for i in np.argsort(-keys)[:k]]
 
 
+def _closest(
+    lat: float, lon: float, candidates: np.ndarray, coords: np.ndarray, k: int
+) -> list[int]:
+    dist = haversine_km(lat, lon, coords[candidates, 0], coords[candidates, 1])
+    return [int(candidates[i]) for i in np.argsort(dist, kind="stable")[:k]]
+
+
 def _users(
     config: PopulationConfig,
     fake: Faker,
@@ -238,13 +257,10 @@ def _users(
     online: list[int],
 ) -> list[User]:
     n = config.users
-    countries, lats, lons = _home_draws(rng, places, n, 0.08)
+    countries, lats, lons = _home_places(rng, places, _home_countries(rng, n), 0.08)
     coords = np.array([(m.lat, m.lon) for m in merchants])
-    # A country without local merchants of a kind falls back to those of every home country.
-    all_stores = np.array([i for v in stores_by_country.values() for i in v])
-    all_atms = np.array([i for v in atms_by_country.values() for i in v])
-    local_stores = {c: np.array(v) if v else all_stores for c, v in stores_by_country.items()}
-    local_atms = {c: np.array(v) if v else all_atms for c, v in atms_by_country.items()}
+    local_stores = {c: np.array(v) for c, v in stores_by_country.items()}
+    local_atms = {c: np.array(v) for c, v in atms_by_country.items()}
     n_stores = rng.integers(2, 7, n)
     n_shops = np.minimum(rng.integers(1, 4, n), len(online))
     n_devices = rng.integers(1, 3, n)
@@ -260,6 +276,7 @@ def _users(
     for i in range(n):
         lat, lon, country = float(lats[i]), float(lons[i]), countries[i]
         stores = _nearby(rng, lat, lon, local_stores[country], coords, int(n_stores[i]))
+        nearby = _closest(lat, lon, local_stores[country], coords, NEARBY_STORES)
         atms = _nearby(rng, lat, lon, local_atms[country], coords, 1)
         shops = [online[int(j)] for j in rng.choice(len(online), int(n_shops[i]), replace=False)]
         utc_offset_h = round(lon / 15.0)
@@ -277,6 +294,7 @@ def _users(
                 channel_cum=_cumulative(mixes[i]),
                 stores=tuple(stores),
                 stores_cum=_cumulative(rng.dirichlet(np.ones(len(stores)))),
+                nearby=tuple(nearby),
                 online=tuple(shops),
                 online_cum=_cumulative(rng.dirichlet(np.ones(len(shops)))),
                 atms=tuple(atms),

@@ -132,7 +132,7 @@ class FraudInjector:
         if online:
             merchants = [self._new_merchant(self.pop.online_merchants, u.online) for _ in range(3)]
         else:
-            stores = self.pop.stores_by_country[u.country] or self.pop.foreign_stores
+            stores = self.pop.stores_by_country[u.country]
             merchants = [self._new_merchant(stores, u.stores) for _ in range(3)]
         at = t + self.draws.between(60.0, 6 * 3600.0)
         out: Timed = []

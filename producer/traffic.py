@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -102,14 +103,15 @@ def legit_plan(draws: Draws, pop: Population, user: User, usual_share: float) ->
     home, one of the user's devices where a device is involved."""
     channel = CHANNELS[bisect_right(user.channel_cum, draws.uniform())]
     usual = draws.uniform() < usual_share
+    pool: Sequence[int]
     if channel == "online":
         pool = pop.online_merchants
         merchant = pick(draws, user.online, user.online_cum) if usual else None
     elif channel == "atm":
-        pool = pop.atms_by_country[user.country] or [user.atms[0]]
+        pool = pop.atms_by_country[user.country]
         merchant = user.atms[0] if usual else None
     else:
-        pool = pop.stores_by_country[user.country] or list(user.stores)
+        pool = user.nearby
         merchant = pick(draws, user.stores, user.stores_cum) if usual else None
     if merchant is None:
         merchant = pool[draws.below(len(pool))]
