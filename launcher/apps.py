@@ -10,6 +10,9 @@ prometheus/prometheus.yml).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+
+from fraudcore.settings import REPO_ROOT
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,14 @@ APPS: tuple[AppService, ...] = (
     AppService("alerting", "alerting_http_port", "/health", secrets=("ALERTING_API_KEY",)),
     AppService("scorer", "scorer_http_port", "/health", needs_model=True),
 )
+
+
+def missing_entry_point(package: str) -> str:
+    """Why `python -m <package>` cannot run yet ("" when it can): other packages of the
+    stack are written alongside the launcher and may not have an entry point yet."""
+    entry: Path = REPO_ROOT / package / "__main__.py"
+    return "" if entry.exists() else f"{entry.relative_to(REPO_ROOT)} does not exist yet"
+
 
 # Runs once, to completion, after the apps without `needs_model` are healthy (the
 # producer then fills the transactions topic it trains from) and before the others:

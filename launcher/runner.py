@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 from fraudcore.logs import kv
 from fraudcore.settings import REPO_ROOT, env_file
 from launcher import process
-from launcher.apps import BOOTSTRAP, BOOTSTRAP_TIMEOUT_S
+from launcher.apps import BOOTSTRAP, BOOTSTRAP_TIMEOUT_S, missing_entry_point
 from launcher.layout import Layout
 from launcher.probes import StartError, tail, wait_until
 from launcher.services import INFRA, Service, all_services
@@ -175,11 +175,9 @@ class Launcher:
             service.on_healthy()
 
     def _bootstrap(self) -> None:
-        package = BOOTSTRAP[0]
-        if not (REPO_ROOT / package / "__main__.py").exists():
-            logger.warning(
-                "skipped model bootstrap %s", kv(reason=f"{package}/__main__.py missing")
-            )
+        missing = missing_entry_point(BOOTSTRAP[0])
+        if missing:
+            logger.warning("skipped model bootstrap %s", kv(reason=missing))
             return
         log_file = self.log_file("-".join(BOOTSTRAP))
         argv = [sys.executable, "-m", *BOOTSTRAP]

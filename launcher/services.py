@@ -13,10 +13,9 @@ from confluent_kafka.admin import AdminClient
 
 from fraudcore.kafka import ensure_topics
 from fraudcore.logs import kv
-from fraudcore.settings import REPO_ROOT
 from fraudcore.topics import stack_topics
 from launcher import kafka, probes
-from launcher.apps import APPS, AppService
+from launcher.apps import APPS, AppService, missing_entry_point
 from launcher.layout import Layout
 from launcher.prometheus import write_local_config
 
@@ -150,7 +149,6 @@ def infra_services(layout: Layout) -> list[Service]:
 
 def app_service(layout: Layout, app: AppService) -> Service:
     url = f"http://127.0.0.1:{layout.app_ports[app.name]}{app.health_path}"
-    entry = REPO_ROOT / app.name / "__main__.py"
     return Service(
         name=app.name,
         ports=(layout.app_ports[app.name],),
@@ -159,7 +157,7 @@ def app_service(layout: Layout, app: AppService) -> Service:
         probe=partial(probes.http_ok, url),
         timeout_s=90,
         health=f"GET {url}",
-        missing="" if entry.exists() else f"{entry.relative_to(REPO_ROOT)} does not exist yet",
+        missing=missing_entry_point(app.name),
         needs_model=app.needs_model,
         secrets=app.secrets,
     )

@@ -119,7 +119,8 @@ def _launched() -> Iterator[TestStack]:
 # one is available; it stays small and reuses the launcher's broker settings and probes.
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A port nothing listens on right now (the OS picks it)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -134,7 +135,7 @@ def _containers() -> Iterator[TestStack]:
 
     # The advertised address must carry the host-side port, so it is chosen here and
     # bound explicitly instead of letting Docker pick one.
-    kafka_port = _free_port()
+    kafka_port = free_port()
     broker = {
         **broker_properties(9092, 9093),
         "listeners": "PLAINTEXT://0.0.0.0:9092,CONTROLLER://localhost:9093",

@@ -16,13 +16,7 @@ from launcher.layout import Layout
 from launcher.probes import StartError
 from launcher.runner import Launcher
 from launcher.services import infra_services
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+from tests.stack import free_port
 
 
 @pytest.fixture
