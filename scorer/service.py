@@ -104,6 +104,7 @@ class Scorer:
         self._redis_outage = Outage("redis", settings.scorer_max_outage_s)
         self._kafka_outage = Outage("kafka", settings.scorer_max_outage_s)
         self._last_psi_export = 0.0
+        self.exactly_once = settings.scorer_delivery == "exactly_once"
 
     # ------------------------------------------------------------------ start-up
     def connect(self) -> None:
@@ -154,16 +155,11 @@ class Scorer:
                 kv(model=settings.model_name, alias=settings.scorer_model_alias,
                    reason=self.models.last_error),
             )  # fmt: skip
-        producer = Producer(
-            producer_config(
-                base,
-                **{
-                    "transactional.id": settings.transactional_id,
-                    "transaction.timeout.ms": settings.scorer_transaction_timeout_ms,
-                    "linger.ms": 2,
-                },
-            )
-        )
+        producer_extra: dict[str, Any] = {"linger.ms": 2}
+        if self.exactly_once:
+            producer_extra["transactional.id"] = settings.transactional_id
+            producer_extra["transaction.timeout.ms"] = settings.scorer_transaction_timeout_ms
+        producer = Producer(producer_config(base, **producer_extra))
         consumer = Consumer(
             consumer_config(
                 base,
@@ -182,14 +178,15 @@ class Scorer:
             )
         )
         try:
-            producer.init_transactions(settings.scorer_startup_timeout_s)
+            if self.exactly_once:
+                producer.init_transactions(settings.scorer_startup_timeout_s)
             consumer.subscribe(
                 [settings.topic_transactions], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
             logger.info(
                 "scoring %s",
                 kv(topic=settings.topic_transactions, group=settings.scorer_group_id,
-                   transactional_id=settings.transactional_id),
+                   delivery=settings.scorer_delivery, transactional_id=settings.transactional_id),
             )  # fmt: skip
             metrics.ready.set(1)
             wait_s = settings.scorer_batch_max_wait_ms / 1000
@@ -266,7 +263,8 @@ class Scorer:
         t_model = time.perf_counter()
 
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-        if not self._commit_batch(out, offsets, first, consumer, producer):
+        commit = self._commit_batch if self.exactly_once else self._deliver_batch
+        if not commit(out, offsets, first, consumer, producer):
             return  # aborted and rewound: the same messages come again
         committed = time.time()
         t_commit = time.perf_counter()
@@ -354,11 +352,66 @@ class Scorer:
                 consumer.seek(TopicPartition(topic, partition, offset))
             return False
 
-    @staticmethod
-    def _produce(producer: Producer, message: OutMessage) -> None:
+    def _deliver_batch(
+        self,
+        out: list[OutMessage],
+        offsets: list[TopicPartition],
+        first: dict[tuple[str, int], int],
+        consumer: Consumer,
+        producer: Producer,
+    ) -> bool:
+        """At least once: every output acknowledged, then the offsets committed. False if
+        a delivery failed (the consumer is rewound and the batch is processed again)."""
+        failed: list[KafkaError] = []
+
+        def on_delivery(error: KafkaError | None, _msg: Message) -> None:
+            if error is not None:
+                failed.append(error)
+
+        t_produce = time.perf_counter()
+        for message in out:
+            self._produce(producer, message, on_delivery)
+        metrics.stage_seconds.labels("produce").observe(time.perf_counter() - t_produce)
+        undelivered = producer.flush(self.settings.scorer_startup_timeout_s)
+        if failed and any(e.fatal() for e in failed):
+            metrics.kafka_errors.labels("fatal").inc()
+            raise KafkaException(next(e for e in failed if e.fatal()))
+        if failed or undelivered:
+            metrics.kafka_errors.labels("delivery").inc()
+            logger.warning(
+                "outputs not delivered, processing the batch again %s",
+                kv(failed=len(failed), undelivered=undelivered, error=failed[:1]),
+            )
+            for (topic, partition), offset in first.items():
+                consumer.seek(TopicPartition(topic, partition, offset))
+            return False
         while True:
             try:
-                producer.produce(message.topic, message.value, message.key, headers=message.headers)
+                consumer.commit(offsets=offsets, asynchronous=False)
+                self._kafka_outage.recovered()
+                return True
+            except KafkaException as exc:
+                error: KafkaError = exc.args[0]
+                if error.fatal():
+                    raise
+                if not error.retriable():
+                    # Typically a rebalance: the outputs are out, and whoever owns the
+                    # partitions now resumes from the last commit (duplicates, no loss).
+                    metrics.kafka_errors.labels("commit").inc()
+                    logger.warning("offset commit failed %s", kv(error=error))
+                    return True
+                metrics.kafka_errors.labels("retriable").inc()
+                self.health.kafka = False
+                self._kafka_outage.failed(error)
+
+    @staticmethod
+    def _produce(producer: Producer, message: OutMessage, on_delivery: Any = None) -> None:
+        extra = {} if on_delivery is None else {"on_delivery": on_delivery}
+        while True:
+            try:
+                producer.produce(
+                    message.topic, message.value, message.key, headers=message.headers, **extra
+                )
                 return
             except BufferError:
                 producer.poll(0.05)  # local queue full: let deliveries drain
@@ -394,7 +447,9 @@ class Scorer:
         stats = orjson.loads(stats_json)
         for topic, body in stats.get("topics", {}).items():
             for partition, pstats in body.get("partitions", {}).items():
-                lag = pstats.get("consumer_lag", -1)
+                # consumer_lag stays -1 when offsets are committed inside Kafka
+                # transactions; the stored offset is what send_offsets_to_transaction set.
+                lag = pstats.get("consumer_lag_stored", -1)
                 if partition != "-1" and lag >= 0:
                     metrics.consumer_lag.labels(topic, partition).set(lag)
 

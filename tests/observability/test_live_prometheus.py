@@ -117,15 +117,9 @@ ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
 # Provoked here: the unreachable webhook sink and one unparseable message on alerts.
 EXPECTED_FIRING = {"AlertDeliveryFailing": {"sink": "broken"}, "AlertingInvalidAlerts": {}}
 ERROR_ONLY = ("scorer_kafka_errors_total", "producer_delivery_failures_total")
-KNOWN_GAPS = {
-    # librdkafka's consumer_lag is hi_offset - committed_offset, and a consumer whose
-    # offsets are committed through the producer's transaction (send_offsets_to_transaction)
-    # never learns its committed offset: consumer_lag stays -1 (fresh group) or grows from
-    # a stale start, and scorer._on_stats skips -1. consumer_lag_stored (hi/ls_offset -
-    # stored_offset) is the field that works with exactly-once.
-    "scorer_consumer_lag": "scorer exports no consumer lag under transactional commits "
-    "(reads librdkafka consumer_lag, always -1 here; consumer_lag_stored works)",
-}
+# Metrics a service does not export correctly yet (none today). Example entry:
+#   "scorer_consumer_lag": "why it is missing",
+KNOWN_GAPS: dict[str, str] = {}
 
 
 def gap(expr: str) -> str | None:
