@@ -8,7 +8,7 @@ STAGES = ("decode", "features", "model", "produce", "commit")
 
 consumed = Counter("scorer_transactions_consumed_total", "Transactions read from Kafka")
 scored = Counter("scorer_transactions_scored_total", "Transactions scored and committed")
-alerted = Counter("scorer_alerts_total", "Alerts committed", ["severity"])
+alerted = Counter("scorer_alerts_total", "Alerts committed", ["severity", "model_version"])
 dead_lettered = Counter("scorer_dlq_total", "Messages sent to a dead-letter topic", ["reason"])
 unknown_fields = Counter(
     "scorer_unknown_fields_total", "Transactions carrying fields the contract does not know"

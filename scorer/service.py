@@ -275,7 +275,7 @@ class Scorer:
         metrics.stage_seconds.labels("commit").observe(t_commit - t_model)
         metrics.scored.inc(len(accepted))
         for level in severities:
-            metrics.alerted.labels(level).inc()
+            metrics.alerted.labels(level, loaded.version).inc()
         for reject in rejected:
             metrics.dead_lettered.labels(reject.error.reason).inc()
             msg = reject.msg
