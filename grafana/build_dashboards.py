@@ -360,8 +360,8 @@ MODEL = Dashboard(
         ),
         Panel(
             "Alert rate by model version",
-            "Alerts per second attributed to the model version each scorer instance "
-            "scores with (recording rule job_model_version:scorer_alerts:rate5m).",
+            "Alerts per second by the model version that raised them "
+            "(recording rule job_model_version:scorer_alerts:rate5m).",
             (
                 q(
                     "sum by (model_version) (job_model_version:scorer_alerts:rate5m)",
