@@ -30,7 +30,7 @@ from fraudcore.settings import load_settings
 from producer import metrics
 from producer.app import Prepared, RunOptions, SimulationOptions, execute, prepare_source
 from producer.kafka_output import KafkaUnavailable
-from producer.replay import PRESETS, ReplayConfig, mapping_from_flags
+from producer.replay import configure, mapping_from_flags
 from producer.runner import RunLimits, RunSummary
 from producer.scenarios import SCENARIOS
 from producer.settings import ProducerSettings
@@ -260,20 +260,20 @@ def main_command(
         if from_file is None and preset == PresetName.handbook:
             from_file = handbook_path()
         if from_file is not None:
-            replay = _replay_config(
+            replay = configure(
                 from_file,
-                preset,
-                map_ or [],
-                scenario_name or [],
-                file_format,
-                time_format,
-                label_source,
-                label_delay,
-                jitter_s,
-                limit,
-                since,
-                until,
-                seed,
+                preset.value if preset else None,
+                mapping=mapping_from_flags(map_ or []),
+                scenario_names=mapping_from_flags(scenario_name or []),
+                label_source=label_source.value if label_source else None,
+                label_delay_s=parse_duration(label_delay) if label_delay else None,
+                label_jitter_s=jitter_s,
+                file_format=file_format.value if file_format else None,
+                time_format=time_format,
+                limit=limit,
+                since=parse_instant(since) if since else None,
+                until=parse_instant(until) if until else None,
+                seed=seed,
             )
         elif map_:
             raise ValueError("--map needs --from-file")
@@ -324,44 +324,6 @@ def main_command(
         raise typer.Exit(EXIT_USAGE) from None
     _print_summary(summary)
     raise typer.Exit(EXIT_OK if summary.ok else EXIT_DELIVERY)
-
-
-def _replay_config(
-    path: Path,
-    preset_name: str | None,
-    map_flags: list[str],
-    scenario_flags: list[str],
-    file_format: str | None,
-    time_format: str | None,
-    label_source: str | None,
-    label_delay: str | None,
-    jitter_s: float,
-    limit: int | None,
-    since: str | None,
-    until: str | None,
-    seed: int,
-) -> ReplayConfig:
-    if preset_name is not None and preset_name not in PRESETS:
-        raise ValueError(f"unknown preset {preset_name!r}; known: {', '.join(PRESETS)}")
-    preset = PRESETS.get(preset_name or "")
-    mapping = {**(preset.mapping if preset else {}), **mapping_from_flags(map_flags)}
-    names = {**(preset.scenario_names if preset else {}), **mapping_from_flags(scenario_flags)}
-    default_delay = preset.label_delay_s if preset else 2 * 86400.0
-    return ReplayConfig(
-        path=path,
-        mapping=mapping,
-        file_format=file_format,
-        scenario_names=names,
-        label_source=label_source or (preset.label_source if preset else "chargeback"),
-        label_delay_s=parse_duration(label_delay) if label_delay else default_delay,
-        label_jitter_s=jitter_s,
-        time_format=time_format,
-        limit=limit,
-        since=parse_instant(since) if since else None,
-        until=parse_instant(until) if until else None,
-        sorted_by_time=bool(preset and preset.sorted_by_time),
-        seed=seed,
-    )
 
 
 def _run_with_progress(

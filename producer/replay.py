@@ -99,6 +99,31 @@ class ReplayConfig:
             raise ValueError("--map: schema_version is set by the producer, not mapped")
 
 
+def configure(
+    path: Path,
+    preset: str | None = None,
+    *,
+    mapping: Mapping[str, str] | None = None,
+    scenario_names: Mapping[str, str] | None = None,
+    label_source: str | None = None,
+    label_delay_s: float | None = None,
+    **options: Any,
+) -> ReplayConfig:
+    """A ReplayConfig from a preset (if any) with the explicit values on top of it."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known: {', '.join(PRESETS)}")
+    base = PRESETS.get(preset or "", Preset(mapping={}))
+    return ReplayConfig(
+        path=path,
+        mapping={**base.mapping, **(mapping or {})},
+        scenario_names={**base.scenario_names, **(scenario_names or {})},
+        label_source=label_source or base.label_source,
+        label_delay_s=base.label_delay_s if label_delay_s is None else label_delay_s,
+        sorted_by_time=base.sorted_by_time,
+        **options,
+    )
+
+
 def file_format(path: Path, explicit: str | None) -> str:
     if explicit:
         return explicit
@@ -177,11 +202,8 @@ class ReplaySource:
                 continue
             self.rows_read += 1
             origin = Origin(self._name, reader.line_num, values=values)
-            picked: dict[str, Any] = {}
-            for target, i in index.items():
-                if i < len(values):
-                    picked[target] = values[i]
-            yield self._row(picked, origin)
+            width = len(values)  # a short row lacks its last fields
+            yield self._row({t: values[i] for t, i in index.items() if i < width}, origin)
 
     def _jsonl_rows(self, stream: IO[bytes]) -> Iterator[Event | Rejected | None]:
         for line_no, line in enumerate(stream, 1):
@@ -206,17 +228,13 @@ class ReplaySource:
     def _row(self, picked: dict[str, Any], origin: Origin) -> Event | Rejected | None:
         """An Event, a Rejected row, or None (outside the time range)."""
         key = _text(picked.get("user_id")).encode("utf-8", "surrogateescape") or None
+        cfg = self.config
         try:
-            tx, event_ts = self._transaction(picked)
-            cfg = self.config
-            if cfg.since is not None and event_ts < cfg.since:
-                self._skip()
+            # The time first: rows outside the range cost no more than that.
+            event_ts = self._time(picked.get("timestamp"))
+            if not self._in_range(event_ts):
                 return None
-            if cfg.until is not None and event_ts >= cfg.until:
-                if cfg.sorted_by_time:
-                    raise _PastUntil
-                self._skip()
-                return None
+            tx = self._transaction(picked, event_ts)
             if "label" not in cfg.mapping:
                 return Event(tx, event_ts, None, event_ts, UNLABELLED, origin)
             fraud = self._fraud(picked.get("label"))
@@ -238,18 +256,24 @@ class ReplaySource:
         except RowError as exc:
             return Rejected(exc.reason, exc.field, exc.detail, origin, key)
 
-    def _skip(self) -> None:
-        self.rows_skipped += 1
-        metrics.SKIPPED_ROWS.inc()
+    def _in_range(self, event_ts: float) -> bool:
+        cfg = self.config
+        if cfg.until is not None and event_ts >= cfg.until and cfg.sorted_by_time:
+            raise _PastUntil
+        if (cfg.since is not None and event_ts < cfg.since) or (
+            cfg.until is not None and event_ts >= cfg.until
+        ):
+            self.rows_skipped += 1
+            metrics.SKIPPED_ROWS.inc()
+            return False
+        return True
 
-    def _transaction(self, picked: dict[str, Any]) -> tuple[dict[str, Any], float]:
+    def _transaction(self, picked: dict[str, Any], event_ts: float) -> dict[str, Any]:
         tx: dict[str, Any] = {"schema_version": SCHEMA_VERSION}
-        event_ts = 0.0
         for target, value in picked.items():
             if target in LABEL_TARGETS:
                 continue
             if target == "timestamp":
-                event_ts = self._time(value)
                 tx["timestamp"] = format_time(event_ts)
             elif target in NUMBERS:
                 number = _number(target, value)
@@ -262,10 +286,12 @@ class ReplaySource:
         for name in REQUIRED:
             if name not in tx:
                 raise RowError("missing_field", name, "required field is missing or empty")
-        return tx, event_ts
+        return tx
 
     def _time(self, value: Any) -> float:
         text = _text(value)
+        if not text:
+            raise RowError("missing_field", "timestamp", "required field is missing or empty")
         try:
             fmt = self.config.time_format
             if fmt == "epoch":
@@ -290,6 +316,8 @@ class ReplaySource:
 
 
 def _text(value: Any) -> str:
+    if type(value) is str:  # every CSV field: the common case first
+        return value.strip()
     if value is None:
         return ""
     if isinstance(value, float) and value.is_integer():

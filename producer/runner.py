@@ -109,6 +109,7 @@ class Runner:
             if self._should_stop():
                 return
             if isinstance(item, Rejected):
+                self._count_failure("replay", item.reason)
                 self._dead_letter(item)
                 continue
             self.clock.anchor(item.event_ts)
@@ -189,10 +190,13 @@ class Runner:
         self._label_metric[label].inc()
         self.summary.labels += 1
 
-    def _contract_failure(self, event: Event, exc: ContractError) -> None:
+    def _count_failure(self, source: str, reason: str) -> None:
         self.summary.validation_failures += 1
+        metrics.VALIDATION_FAILURES.labels(source, reason).inc()
+
+    def _contract_failure(self, event: Event, exc: ContractError) -> None:
+        self._count_failure("simulator" if event.origin is None else "replay", exc.reason)
         if event.origin is None:
-            metrics.VALIDATION_FAILURES.labels("simulator", exc.reason).inc()
             # The simulator built it: a bug, never something to publish.
             logger.error(
                 "simulated record breaks its contract, not sent %s",
@@ -208,7 +212,6 @@ class Runner:
         self._dead_letter(Rejected(exc.reason, exc.field, exc.detail, event.origin, key))
 
     def _dead_letter(self, rejected: Rejected) -> None:
-        metrics.VALIDATION_FAILURES.labels("replay", rejected.reason).inc()
         origin = rejected.origin
         headers: list[tuple[str, str | bytes | None]] = [
             ("reason", rejected.reason.encode()),

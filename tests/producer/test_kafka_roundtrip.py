@@ -31,10 +31,14 @@ def _options(count: int, **sim: object) -> RunOptions:
         limits=RunLimits(count=count),
         speed=0.0,
         simulation=SimulationOptions(
-            users=80, merchants=40, fraud_rate=0.05, label_delay_s=DELAY,
-            start=time.time() - 10 * DAY, **sim,  # type: ignore[arg-type]
+            users=80,
+            merchants=40,
+            fraud_rate=0.05,
+            label_delay_s=DELAY,
+            start=time.time() - 10 * DAY,
+            **sim,  # type: ignore[arg-type]
         ),
-    )  # fmt: skip
+    )
 
 
 def test_simulated_transactions_round_trip_with_their_labels(
@@ -136,8 +140,18 @@ def test_sigterm_stops_cleanly_and_flushes_everything(
         "TRANSACTIONS_PARTITIONS": "3",
     }
     # A one-day backfill at full speed, then real time: it would run for ever.
-    argv = [sys.executable, "-m", "producer", "--users=100", "--merchants=40", "--speed=0",
-            "--start=now-1d", "--label-delay=1h", "--metrics-port=0", "--seed=23"]  # fmt: skip
+    argv = [
+        sys.executable,
+        "-m",
+        "producer",
+        "--users=100",
+        "--merchants=40",
+        "--speed=0",
+        "--start=now-1d",
+        "--label-delay=1h",
+        "--metrics-port=0",
+        "--seed=23",
+    ]
     proc = subprocess.Popen(
         argv, cwd=REPO_ROOT, env=env, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True
     )

@@ -127,8 +127,10 @@ def test_impossible_travel_implies_an_absurd_speed(fraud_run: FraudRun) -> None:
 
 def test_card_testing_bursts_are_small_amounts_within_minutes(fraud_run: FraudRun) -> None:
     pop, events = fraud_run
-    usual = {u.user_id: {pop.merchants[i].merchant_id for i in u.stores + u.online + u.atms}
-             for u in pop.users}  # fmt: skip
+    usual = {
+        u.user_id: {pop.merchants[i].merchant_id for i in u.stores + u.online + u.atms}
+        for u in pop.users
+    }
     bursts: list[list[Event]] = []
     for history in _by_user(events).values():
         tests = [e for e in history if e.scenario == "card_testing"]
