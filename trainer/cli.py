@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 import typer
 from rich.console import Console
@@ -14,11 +14,16 @@ from rich.table import Table
 
 from fraudcore.logs import kv, setup_logging
 from fraudcore.settings import REPO_ROOT, load_settings
-from trainer.holdout import BOOK_FEED_SINCE, book_holdout
+from trainer.holdout import (
+    BOOK_FEED_SINCE,
+    BOOK_VALIDATION_FEED,
+    book_holdout,
+    book_validation_holdouts,
+)
 from trainer.models import ModelConfig, NeedsLabelsError
 from trainer.pipeline import DataRequest, SplitRequest
 from trainer.progress import Bars
-from trainer.runner import RunOptions, run_training
+from trainer.runner import RunOptions, run_folds, run_training
 from trainer.settings import ModelKind, TrainerSettings
 from trainer.timeutil import parse_duration, parse_utc
 
@@ -204,19 +209,24 @@ def handbook(
     results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
         REPO_ROOT / ".run" / "trainer" / "handbook.json"
     ),
+    validation: Annotated[
+        bool,
+        typer.Option(
+            "--validation",
+            help="Evaluate on two earlier folds (tests end 07-24 and 07-31) instead of the "
+            "book's test set: the place to compare hyperparameters.",
+        ),
+    ] = False,
     quiet: QuietOpt = False,
 ) -> None:
     """The handbook benchmark: the book's ch. 3 split, figures beside its baselines."""
     setup_logging("trainer")
     settings = _settings()
-    kinds = [k.strip() for k in models.split(",") if k.strip()]
-    tuning = dict(
-        hgb_max_iter=max_iter,
-        hgb_learning_rate=learning_rate,
-        hgb_max_leaf_nodes=max_leaf_nodes,
-        hgb_min_samples_leaf=min_samples_leaf,
-        hgb_class_weight=class_weight,
-    )
+    kinds = _kinds(models)
+    tuning = _tuning(locals())
+    if validation:
+        _handbook_validation(data, [_config(settings, k, seed, None, tuning) for k in kinds], quiet)
+        return
     options = RunOptions(
         data=DataRequest(
             path=data,
@@ -226,7 +236,7 @@ def handbook(
             label_delay_s=7 * 86400.0,
         ),
         split=SplitRequest(kind="book"),
-        configs=[_config(settings, k, seed, None, tuning) for k in kinds],  # type: ignore[arg-type]
+        configs=[_config(settings, k, seed, None, tuning) for k in kinds],
         register=False,
     )
     started = time.perf_counter()
@@ -258,6 +268,55 @@ def handbook(
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(document, indent=2, default=str))
     console.print(f"results written to {results}")
+
+
+def _kinds(text: str) -> list[ModelKind]:
+    kinds = [k.strip() for k in text.split(",") if k.strip()]
+    for kind in kinds:
+        if kind not in get_args(ModelKind):
+            raise typer.BadParameter(f"unknown model kind {kind!r}", param_hint="--models")
+    return kinds  # type: ignore[return-value]
+
+
+def _tuning(options: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "hgb_max_iter": options["max_iter"],
+        "hgb_learning_rate": options["learning_rate"],
+        "hgb_max_leaf_nodes": options["max_leaf_nodes"],
+        "hgb_min_samples_leaf": options["min_samples_leaf"],
+        "hgb_class_weight": options["class_weight"],
+    }
+
+
+def _handbook_validation(data: Path, configs: list[ModelConfig], quiet: bool) -> None:
+    since, until = BOOK_VALIDATION_FEED
+    options = RunOptions(
+        data=DataRequest(
+            path=data,
+            preset="handbook",
+            since=parse_utc(since),
+            until=parse_utc(until),
+            label_delay_s=7 * 86400.0,
+        ),
+        split=SplitRequest(kind="book"),
+        configs=configs,
+        register=False,
+    )
+    summaries = run_folds(options, book_validation_holdouts(), Bars(enabled=not quiet))
+    table = Table(title="handbook validation folds (mean of 2; the test period is not read)")
+    for column in ("model", "params", "ROC AUC", "AP", "CP@100"):
+        table.add_column(column)
+    for s in summaries:
+        m = s["metrics"]
+        params = {k: v for k, v in s["params"].items() if k.startswith("hgb_")}
+        table.add_row(
+            s["model_kind"],
+            json.dumps(params),
+            _fmt(m.get("roc_auc")),
+            _fmt(m.get("average_precision")),
+            _fmt(m.get("card_precision_at_100")),
+        )
+    console.print(table)
 
 
 @app.command()

@@ -57,6 +57,18 @@ def book_holdout() -> Holdout:
     )
 
 
+def book_validation_holdouts() -> list[Holdout]:
+    """Two earlier folds of the same shape (7 train, 7 delay, 7 test days) that end before
+    the book's test period starts: where hyperparameters are chosen."""
+    out = []
+    for start in ("2018-07-04", "2018-07-11"):
+        t = parse_utc(start)
+        out.append(Holdout(t, t + 7 * DAY_S, t + 14 * DAY_S, t + 21 * DAY_S))
+    return out
+
+
+# Validation folds read nothing from 2018-08-01 on (their last test day is 07-31).
+BOOK_VALIDATION_FEED = ("2018-06-03", "2018-08-01")
 # The feed starts 31 days before training, so 30-day windows are full on the first day.
 BOOK_FEED_SINCE = "2018-06-24"
 

@@ -39,7 +39,7 @@ class ModelConfig:
     hgb_max_leaf_nodes: int = 15
     hgb_min_samples_leaf: int = 20
     hgb_l2: float = 1.0
-    # "balanced" reweights the rare fraud class; None keeps the raw frequencies.
+    # "balanced" reweights the rare fraud class; None / "none" keeps the raw frequencies.
     hgb_class_weight: str | None = "balanced"
     # Ensemble weights of the calibrated components.
     if_weight: float = 1.0
@@ -88,7 +88,7 @@ def _fit_hist_gb(
         max_leaf_nodes=config.hgb_max_leaf_nodes,
         min_samples_leaf=config.hgb_min_samples_leaf,
         l2_regularization=config.hgb_l2,
-        class_weight=config.hgb_class_weight,
+        class_weight=None if config.hgb_class_weight in (None, "none") else config.hgb_class_weight,
         early_stopping=False,
         random_state=config.seed,
     )

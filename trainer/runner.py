@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from fraudcore.logs import kv
+from trainer.holdout import Holdout, make_split
 from trainer.models import ModelConfig
 from trainer.pipeline import DataRequest, SplitRequest, holdout_split, load_table, train_on
 from trainer.progress import Bars
@@ -86,4 +87,30 @@ def run_training(
             )
             logger.info("run published %s", kv(version=published.version, alias=published.alias))
         summaries.append(summary)
+    return summaries
+
+
+def run_folds(options: RunOptions, holdouts: list[Holdout], bars: Bars) -> list[dict[str, Any]]:
+    """Mean figures of each config over several holdouts of one feature table (for tuning
+    on validation periods, so the test period is never looked at)."""
+    table, report = load_table(options.data, None, ("", ""), bars)
+    splits = [make_split(table, holdout) for holdout in holdouts]
+    summaries = []
+    for config in options.configs:
+        per_fold = [
+            train_on(
+                table, split, config, label_delay_s=options.data.label_delay_s, source=report.source
+            ).metrics
+            for split in splits
+        ]
+        keys = sorted(set.intersection(*(set(m) for m in per_fold)))
+        summaries.append(
+            {
+                "model_kind": config.kind,
+                "params": config.params(),
+                "folds": [h.describe() for h in holdouts],
+                "metrics": {k: float(np.mean([m[k] for m in per_fold])) for k in keys},
+                "per_fold": per_fold,
+            }
+        )
     return summaries
