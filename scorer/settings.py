@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from typing import Literal
 
 from pydantic import Field
 
@@ -24,6 +25,10 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     scorer_batch_max_size: int = Field(default=1000, ge=1, le=100_000)
     scorer_batch_max_wait_ms: int = Field(default=10, ge=0, le=10_000)
     scorer_emit_scores: bool = True
+    # exactly_once: outputs and offsets in one Kafka transaction. at_least_once: an
+    # idempotent producer, flushed, then a synchronous offset commit (a crash between the
+    # two repeats outputs downstream); kept to measure what exactly-once costs.
+    scorer_delivery: Literal["exactly_once", "at_least_once"] = "exactly_once"
     scorer_model_alias: str = "champion"
     scorer_model_poll_s: float = Field(default=10.0, gt=0)
     scorer_feature_key_prefix: str = "fx"
