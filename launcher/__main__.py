@@ -20,6 +20,8 @@ from launcher.runner import Launcher, Status
 logger = logging.getLogger(__name__)
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 console = Console()
+# Errors go to stderr unwrapped: they quote log lines and paths.
+errors = Console(stderr=True, soft_wrap=True, highlight=False)
 
 ProfileOption = Annotated[
     Profile,
@@ -56,7 +58,7 @@ def up(profile: ProfileOption = "stack", services: ServicesOption = None) -> Non
     try:
         launcher.up(_names(services))
     except (StartError, ValueError) as exc:
-        console.print(f"[red]up failed:[/red] {exc}", highlight=False)
+        errors.print(f"[red]up failed:[/red] {exc}")
         raise typer.Exit(1) from None
     _print_status(launcher)
 
@@ -67,7 +69,7 @@ def down(profile: ProfileOption = "stack", services: ServicesOption = None) -> N
     try:
         _launcher(profile).down(_names(services))
     except ValueError as exc:
-        console.print(f"[red]down failed:[/red] {exc}", highlight=False)
+        errors.print(f"[red]down failed:[/red] {exc}")
         raise typer.Exit(1) from None
 
 
@@ -109,7 +111,7 @@ def logs(
     try:
         selected = launcher.select(_names(services))
     except ValueError as exc:
-        console.print(f"[red]{exc}[/red]", highlight=False)
+        errors.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from None
     files = [launcher.log_file(s.name) for s in selected if launcher.log_file(s.name).exists()]
     if not files:
@@ -126,7 +128,7 @@ def fetch() -> None:
     try:
         libs = kafka.fetch_jars()
     except RuntimeError as exc:
-        console.print(f"[red]fetch failed:[/red] {exc}", highlight=False)
+        errors.print(f"[red]fetch failed:[/red] {exc}")
         raise typer.Exit(1) from None
     logger.info("kafka jars in %s", libs)
 

@@ -1,6 +1,6 @@
 """The application services `up --profile stack` starts after the infrastructure.
 
-One row per service: the package run with `python -m <name>`, the setting in .env that
+One row per service: the package run with `python -m <name> <args>`, the setting in .env that
 holds its HTTP port, the path that answers 200 once it is serving, whether it needs a
 registered model (it then starts after the bootstrap), and the secrets it requires that
 a local run may generate. Adding a service is adding a row (and a scrape target in
@@ -21,13 +21,18 @@ class AppService:
     port_setting: str
     health_path: str
     needs_model: bool = False
+    args: tuple[str, ...] = ()
     # Required variables without a default. When neither the environment nor .env sets
     # one, the launcher generates a random value, kept in the run folder (secrets.env).
     secrets: tuple[str, ...] = ()
 
 
 APPS: tuple[AppService, ...] = (
-    AppService("producer", "producer_metrics_port", "/metrics"),
+    # At real time the simulated population makes about 0.1 transactions/s, far too few
+    # for the bootstrap's first model. An hour per second backfills the last 7 days
+    # (labels included, they are due 2 days after each transaction) in about 3 minutes,
+    # then the simulation runs on in real time.
+    AppService("producer", "producer_metrics_port", "/metrics", args=("--speed", "3600")),
     AppService("alerting", "alerting_http_port", "/health", secrets=("ALERTING_API_KEY",)),
     AppService("scorer", "scorer_http_port", "/health", needs_model=True),
 )

@@ -152,7 +152,7 @@ def app_service(layout: Layout, app: AppService) -> Service:
     return Service(
         name=app.name,
         ports=(layout.app_ports[app.name],),
-        argv=(sys.executable, "-m", app.name),
+        argv=(sys.executable, "-m", app.name, *app.args),
         fingerprint=(f"-m {app.name}",),
         probe=partial(probes.http_ok, url),
         timeout_s=90,
