@@ -106,7 +106,12 @@ def train(
     learning_rate: Annotated[float | None, typer.Option(help="HistGradientBoosting rate.")] = None,
     max_leaf_nodes: Annotated[int | None, typer.Option(help="HistGradientBoosting leaves.")] = None,
     min_samples_leaf: Annotated[int | None, typer.Option(help="HGB min samples per leaf.")] = None,
-    class_weight: Annotated[str | None, typer.Option(help="HGB class weight: balanced.")] = None,
+    class_weight: Annotated[
+        str | None, typer.Option(help="HGB class weight: balanced, none or a fraud weight.")
+    ] = None,
+    max_features: Annotated[
+        float | None, typer.Option(help="HGB share of features per split.")
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Build features (Kafka topics or a file), train, evaluate on a time holdout, register."""
@@ -133,6 +138,7 @@ def train(
         hgb_max_leaf_nodes=max_leaf_nodes,
         hgb_min_samples_leaf=min_samples_leaf,
         hgb_class_weight=class_weight,
+        hgb_max_features=max_features,
     )
     options = RunOptions(
         data=data,
@@ -205,7 +211,12 @@ def handbook(
     learning_rate: Annotated[float | None, typer.Option(help="HistGradientBoosting rate.")] = None,
     max_leaf_nodes: Annotated[int | None, typer.Option(help="HistGradientBoosting leaves.")] = None,
     min_samples_leaf: Annotated[int | None, typer.Option(help="HGB min samples per leaf.")] = None,
-    class_weight: Annotated[str | None, typer.Option(help="HGB class weight: balanced.")] = None,
+    class_weight: Annotated[
+        str | None, typer.Option(help="HGB class weight: balanced, none or a fraud weight.")
+    ] = None,
+    max_features: Annotated[
+        float | None, typer.Option(help="HGB share of features per split.")
+    ] = None,
     results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
         REPO_ROOT / ".run" / "trainer" / "handbook.json"
     ),
@@ -285,6 +296,7 @@ def _tuning(options: dict[str, Any]) -> dict[str, Any]:
         "hgb_max_leaf_nodes": options["max_leaf_nodes"],
         "hgb_min_samples_leaf": options["min_samples_leaf"],
         "hgb_class_weight": options["class_weight"],
+        "hgb_max_features": options["max_features"],
     }
 
 

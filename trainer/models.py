@@ -39,8 +39,11 @@ class ModelConfig:
     hgb_max_leaf_nodes: int = 15
     hgb_min_samples_leaf: int = 20
     hgb_l2: float = 1.0
-    # "balanced" reweights the rare fraud class; None / "none" keeps the raw frequencies.
+    # "balanced" reweights the rare fraud class; None / "none" keeps the raw frequencies;
+    # a number is the weight of a fraud row against 1 for a legit one.
     hgb_class_weight: str | None = "balanced"
+    # Share of features each split may look at (1.0: all); below 1 decorrelates the trees.
+    hgb_max_features: float = 1.0
     # Ensemble weights of the calibrated components.
     if_weight: float = 1.0
     hgb_weight: float = 1.0
@@ -88,7 +91,8 @@ def _fit_hist_gb(
         max_leaf_nodes=config.hgb_max_leaf_nodes,
         min_samples_leaf=config.hgb_min_samples_leaf,
         l2_regularization=config.hgb_l2,
-        class_weight=None if config.hgb_class_weight in (None, "none") else config.hgb_class_weight,
+        class_weight=_class_weight(config.hgb_class_weight),
+        max_features=config.hgb_max_features,
         early_stopping=False,
         random_state=config.seed,
     )
@@ -96,6 +100,17 @@ def _fit_hist_gb(
     # than they gain at these sizes (a 2k-row fit went from ~80 s to ~1 s under load).
     with threadpool_limits(limits=1, user_api="openmp"):
         return model.fit(prepared, targets)
+
+
+def _class_weight(text: str | None) -> str | dict[int, float] | None:
+    if text in (None, "none"):
+        return None
+    if text == "balanced":
+        return "balanced"
+    try:
+        return {0: 1.0, 1: float(text)}
+    except ValueError:
+        raise ValueError(f"class weight must be balanced, none or a number, not {text!r}") from None
 
 
 def fit_model(
