@@ -1,0 +1,201 @@
+"""End-to-end latency at fixed offered loads: the open-loop producer (bench.loadgen, its
+own process) writes transactions whose event time is their send time; a read_committed
+consumer here receives the committed scores. Latency = receive time - event time, so it
+covers the producer, Kafka, the scorer's batch, features, model and the transaction
+commit, and the consumer's fetch.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+import uuid
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+from confluent_kafka import Consumer
+
+from bench.machine import LoadMonitor, Proc
+from bench.world import ScorerProcess, World
+from fraudcore.logs import kv
+from fraudcore.settings import REPO_ROOT
+
+logger = logging.getLogger(__name__)
+PERCENTILES = (50, 95, 99, 99.9)
+# After the producer stops, how long the scores may take to all arrive.
+DRAIN_GRACE_S = 60.0
+_EVENT_TIME = b'"event_time":"'
+
+
+def event_time(value: bytes) -> float:
+    """The event time of a score message, without parsing the whole JSON (the features
+    make it ~1.5 KB; the measuring process must stay cheap)."""
+    start = value.index(_EVENT_TIME) + len(_EVENT_TIME)
+    stamp = value[start : value.index(b'"', start)].decode()
+    return datetime.fromisoformat(stamp).timestamp()
+
+
+class ScoreReader:
+    """A read_committed consumer of the scores topic that timestamps each arrival."""
+
+    def __init__(self, kafka: dict[str, Any], topic: str) -> None:
+        self.consumer = Consumer(
+            {
+                **kafka,
+                "group.id": f"bench-reader-{uuid.uuid4().hex[:8]}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+                # Short fetch waits: the reader must not add its own batching delay.
+                "fetch.wait.max.ms": 5,
+            }
+        )
+        self.consumer.subscribe([topic])
+        self.event: list[float] = []
+        self.latency: list[float] = []
+
+    def poll(self, seconds: float) -> int:
+        """Read for up to `seconds`; returns how many scores arrived."""
+        got = 0
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            msgs = self.consumer.consume(2000, 0.05)
+            received = time.time()
+            for msg in msgs:
+                if msg.error():
+                    continue
+                value = msg.value()
+                if not value:
+                    continue
+                sent = event_time(value)
+                self.event.append(sent)
+                self.latency.append(received - sent)
+                got += 1
+        return got
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def summarise(latency: np.ndarray) -> dict[str, float]:
+    if latency.size == 0:
+        return {}
+    out = {
+        f"p{p:g}_ms": round(float(np.percentile(latency, p, method="higher")) * 1000, 1)
+        for p in PERCENTILES
+    }
+    out["max_ms"] = round(float(latency.max()) * 1000, 1)
+    out["mean_ms"] = round(float(latency.mean()) * 1000, 1)
+    return out
+
+
+def start_loadgen(
+    world: World, rate: int, warmup_s: float, measure_s: float, users: int, merchants: int
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [
+            sys.executable, "-m", "bench.loadgen",
+            "--bootstrap", world.stack.kafka_bootstrap, "--topic", world.transactions,
+            "--rate", str(rate), "--seconds", str(warmup_s + measure_s),
+            "--warmup", str(warmup_s), "--users", str(users), "--merchants", str(merchants),
+            "--tag", f"{rate}-{uuid.uuid4().hex[:6]}",
+        ],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+    )  # fmt: skip
+
+
+def one_level(
+    world: World,
+    scorer: ScorerProcess,
+    reader: ScoreReader,
+    monitor: LoadMonitor,
+    rate: int,
+    warmup_s: float,
+    measure_s: float,
+    users: int,
+    merchants: int,
+) -> dict[str, Any]:
+    proc = Proc(scorer.proc.pid)
+    reader.event.clear()
+    reader.latency.clear()
+    loadgen = start_loadgen(world, rate, warmup_s, measure_s, users, merchants)
+    cpu_at_window: float | None = None
+    window_wall: float | None = None
+    started = time.time()
+    while loadgen.poll() is None:
+        reader.poll(0.2)
+        if cpu_at_window is None and time.time() - started >= warmup_s:
+            cpu_at_window, window_wall = proc.cpu_seconds(), time.time()
+    out, _ = loadgen.communicate()
+    if loadgen.returncode != 0:
+        raise RuntimeError(f"load generator failed ({loadgen.returncode}) at {rate}/s")
+    sent_info = orjson.loads(out.splitlines()[-1])
+    cpu_end, wall_end = proc.cpu_seconds(), time.time()
+    # Everything sent must come back; how long that takes is part of the result.
+    deadline = time.monotonic() + DRAIN_GRACE_S
+    while len(reader.event) < sent_info["sent"] and time.monotonic() < deadline:
+        reader.poll(0.5)
+    event = np.array(reader.event)
+    latency = np.array(reader.latency)
+    window = event >= sent_info["window_start"]
+    # A score that never came counts as infinitely late, so a scorer that falls behind
+    # cannot look fast by leaving its slowest messages out.
+    missing = max(0, sent_info["in_window"] - int(window.sum()))
+    measured = np.concatenate([latency[window], np.full(missing, np.inf)])
+    result: dict[str, Any] = {
+        "offered_tx_s": rate,
+        "achieved_tx_s": sent_info["achieved_tx_s"],
+        "sent": sent_info["sent"],
+        "scored": int(event.size),
+        "window_s": measure_s,
+        "window_scored": int(window.sum()),
+        "window_missing": missing,
+        "loadgen_max_behind_s": sent_info["max_behind_s"],
+        **summarise(measured),
+        "machine": monitor.between(window_wall or started, wall_end),
+    }
+    if cpu_at_window is not None and window_wall is not None:
+        result["scorer_cpu_share"] = round(
+            (cpu_end - cpu_at_window) / max(wall_end - window_wall, 1e-9), 2
+        )
+    result.update(proc.memory())
+    logger.info(
+        "load level done %s",
+        kv(offered=rate, achieved=result["achieved_tx_s"], p99_ms=result.get("p99_ms"),
+           scored=result["scored"], sent=result["sent"], load=result["machine"]["load1_mean"]),
+    )  # fmt: skip
+    return result
+
+
+def levels(
+    world: World,
+    label: str,
+    rates: tuple[int, ...],
+    warmup_s: float,
+    measure_s: float,
+    users: int,
+    merchants: int,
+    monitor: LoadMonitor,
+    **env: str,
+) -> dict[str, Any]:
+    """One scorer, the offered loads in turn (state carries over, as in production)."""
+    scorer = world.start_scorer(label, **env)
+    reader = ScoreReader(world.stack.kafka, world.scores)
+    try:
+        ready_s = scorer.wait_ready()
+        reader.poll(2.0)  # join the group before the first message is sent
+        results = [
+            one_level(world, scorer, reader, monitor, rate, warmup_s, measure_s, users, merchants)
+            for rate in rates
+        ]
+    finally:
+        reader.close()
+        code = scorer.stop()
+        if code != 0:
+            logger.warning("scorer exit code %s", kv(label=label, code=code, log=scorer.log))
+    return {"label": label, "env": env, "ready_s": round(ready_s, 1), "levels": results}

@@ -1,0 +1,265 @@
+"""The results of a run: JSON, a Markdown summary, the latency plot, bench/README.md."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+
+README = Path(__file__).resolve().parent / "README.md"
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+
+TARGETS = {
+    "throughput": 20_000,  # tx/s, one scorer process
+    "p99_ms_at_5000": 100.0,
+    "naive_ratio": 100.0,
+    "redis_bytes_per_user": 4096,
+}
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no infinity: a score that never arrived is reported as null."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def write_json(path: Path, results: dict[str, Any]) -> None:
+    path.write_bytes(orjson.dumps(_finite(results), option=orjson.OPT_INDENT_2))
+
+
+def _num(value: float | None, unit: str = "", digits: int = 0) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "n/a (scores missing)"
+    return f"{value:,.{digits}f}{unit}"
+
+
+def _met(ok: bool | None) -> str:
+    return "n/a" if ok is None else ("**yes**" if ok else "**no**")
+
+
+def _load(machine: dict[str, Any] | None) -> str:
+    if not machine:
+        return ""
+    return f"{machine['load1_mean']:.1f} (max {machine['load1_max']:.1f})"
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """Each target with the measured value and whether it is met."""
+    out = []
+    main = results.get("throughput", {}).get("exactly_once")
+    if main:
+        out.append(
+            {
+                "target": "one scorer process, sustained",
+                "goal": f">= {TARGETS['throughput']:,} tx/s",
+                "measured": f"{main['steady_tx_s']:,} tx/s",
+                "met": main["steady_tx_s"] >= TARGETS["throughput"],
+                "load": _load(main["machine"]),
+            }
+        )
+    level = _level(results, "exactly_once", 5000)
+    if level:
+        p99 = level.get("p99_ms")
+        out.append(
+            {
+                "target": "p99 end-to-end at 5,000 tx/s",
+                "goal": f"<= {TARGETS['p99_ms_at_5000']:.0f} ms",
+                "measured": _num(p99, " ms", 1),
+                "met": p99 is not None and p99 <= TARGETS["p99_ms_at_5000"],
+                "load": _load(level["machine"]),
+            }
+        )
+    naive = results.get("naive")
+    if naive and main and naive.get("tx_s"):
+        ratio = main["steady_tx_s"] / naive["tx_s"]
+        out.append(
+            {
+                "target": "versus the naive baseline",
+                "goal": f">= {TARGETS['naive_ratio']:.0f}x",
+                "measured": f"{ratio:,.0f}x ({naive['tx_s']:,.0f} tx/s naive)",
+                "met": ratio >= TARGETS["naive_ratio"],
+                "load": _load(naive["machine"]),
+            }
+        )
+    memory = results.get("memory", {}).get("enriched")
+    if memory and memory.get("users"):
+        per_user = memory["bytes_per_active_user"]
+        out.append(
+            {
+                "target": "Redis per active user",
+                "goal": f"<= {TARGETS['redis_bytes_per_user'] / 1024:.0f} KB",
+                "measured": f"{per_user:,} B",
+                "met": per_user <= TARGETS["redis_bytes_per_user"],
+                "load": "",
+            }
+        )
+    return out
+
+
+def _level(results: dict[str, Any], mode: str, rate: int) -> dict[str, Any] | None:
+    for level in results.get("latency", {}).get(mode, {}).get("levels", []):
+        if level["offered_tx_s"] == rate:
+            return dict(level)
+    return None
+
+
+def markdown(results: dict[str, Any]) -> str:
+    m = results["machine"]
+    lines = [
+        f"Run {results['started']} on {m['cores']} cores ({m['cpu_model']}), "
+        f"{m['memory_gb']} GB, Linux {m['kernel']}, Python {m['python']}, "
+        f"Redis {results['stack'].get('redis_version', '?')}; Kafka, Redis and MLflow on the "
+        f"same machine. Load average (1 min) before the run: {results['load_before'][0]:.2f}; "
+        f"mean during it: {results['load_during']['load1_mean']:.2f}.",
+        "",
+        f"Command: `{results['command']}`",
+        "",
+        f"Input: {results['input']['source']}, {results['input']['transactions']:,} "
+        f"transactions, {results['input']['users']:,} cards. Model: IsolationForest, "
+        f"{results['model']['trees']} trees (what `python -m trainer` fits), registered in MLflow.",
+        "",
+        "| target | goal | measured | met | load avg during (1 min) |",
+        "|---|---|---|---|---|",
+    ]
+    for t in targets(results):
+        lines.append(
+            f"| {t['target']} | {t['goal']} | {t['measured']} | {_met(t['met'])} | {t['load']} |"
+        )
+    lines += ["", "**Throughput** (one `python -m scorer` draining the pre-filled topic):", ""]
+    lines += [
+        "| run | steady tx/s (10-90 %) | whole drain tx/s | scorer CPU µs/tx | peak RSS | load avg |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, run in results.get("throughput", {}).items():
+        lines.append(
+            f"| {name} | {run['steady_tx_s']:,} | {run['overall_tx_s']:,} | "
+            f"{run['scorer_cpu_us_per_tx']} | {run['peak_rss_bytes'] / 2**20:,.0f} MB | "
+            f"{_load(run['machine'])} |"
+        )
+    lines += _latency_table(results)
+    lines += _stages_table(results)
+    lines += _memory_lines(results)
+    return "\n".join(lines) + "\n"
+
+
+def _latency_table(results: dict[str, Any]) -> list[str]:
+    lines = [
+        "",
+        "**End-to-end latency** (event time = send time of an open-loop producer in its own "
+        "process → a `read_committed` consumer receives the score):",
+        "",
+        "| delivery | offered tx/s | achieved tx/s | p50 | p95 | p99 | p99.9 | max | "
+        "scorer CPU | load avg |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, run in results.get("latency", {}).items():
+        for lv in run["levels"]:
+            cells = [_num(lv.get(k), " ms", 1) for k in ("p50_ms", "p95_ms", "p99_ms", "p99.9_ms")]
+            lines.append(
+                f"| {mode} | {lv['offered_tx_s']:,} | {lv['achieved_tx_s']:,.0f} | "
+                + " | ".join(cells)
+                + f" | {_num(lv.get('max_ms'), ' ms', 0)} | {lv.get('scorer_cpu_share', 0):.0%} | "
+                f"{_load(lv['machine'])} |"
+            )
+    return lines
+
+
+def _stages_table(results: dict[str, Any]) -> list[str]:
+    main = results.get("throughput", {}).get("exactly_once")
+    naive = results.get("naive")
+    if not main:
+        return []
+    stages = main["stages_us_per_tx"]
+    evalsha = main["redis_evalsha"]
+    per_tx_server = evalsha["server_usec"] / max(main["transactions"], 1)
+    lines = [
+        "",
+        "**Where the time goes** (µs per transaction, wall time inside the scorer's loop; "
+        "`model` includes building the output messages, `commit` excludes `produce`):",
+        "",
+        "| stage | scorer (exactly-once drain) | naive baseline |",
+        "|---|---|---|",
+    ]
+    naive_stages = (naive or {}).get("stages_us_per_tx", {})
+    for stage in ("decode", "features", "model", "produce", "commit"):
+        value = stages.get(stage, 0.0)
+        if stage == "commit":
+            value = round(value - stages.get("produce", 0.0), 1)
+        lines.append(f"| {stage} | {value} | {naive_stages.get(stage, '')} |")
+    lines.append(
+        f"| (Redis server time inside `features`) | {per_tx_server:.1f} "
+        f"({evalsha['usec_per_call']} µs per EVALSHA, {evalsha['calls']:,} calls) | |"
+    )
+    return lines
+
+
+def _memory_lines(results: dict[str, Any]) -> list[str]:
+    lines = ["", "**Redis memory** (`MEMORY USAGE` of every state key after the replay):", ""]
+    lines += [
+        "| input | cards | user key mean | user key p95 | merchant key mean | per active user |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, mem in results.get("memory", {}).items():
+        if not mem.get("users"):
+            continue
+        lines.append(
+            f"| {name} | {mem['users']:,} | {mem['user_key_mean_bytes']:,} B | "
+            f"{mem['user_key_p95_bytes']:,} B | {mem['merchant_key_mean_bytes']:,} B | "
+            f"{mem['bytes_per_active_user']:,} B |"
+        )
+    return lines
+
+
+def plot(path: Path, results: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    styles = {"exactly_once": "-", "at_least_once": "--"}
+    for mode, run in results.get("latency", {}).items():
+        levels = run["levels"]
+        offered = [lv["offered_tx_s"] for lv in levels]
+        for key, marker in (("p50_ms", "o"), ("p95_ms", "s"), ("p99_ms", "^")):
+            values = [lv.get(key) for lv in levels]
+            values = [v if v is not None and math.isfinite(v) else float("nan") for v in values]
+            ax.plot(
+                offered,
+                values,
+                styles.get(mode, ":"),
+                marker=marker,
+                label=f"{key[:-3]} {mode.replace('_', '-')}",
+            )
+    ax.axhline(TARGETS["p99_ms_at_5000"], color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("offered load (transactions/s, open loop)")
+    ax.set_ylabel("end-to-end latency (ms)")
+    ax.set_yscale("log")
+    ax.set_title(f"One scorer process, {results['machine']['cores']} cores, {results['started']}")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_readme(summary: str, readme: Path = README) -> None:
+    """Replace the results section of bench/README.md with `summary`."""
+    text = readme.read_text() if readme.exists() else f"{START}\n{END}\n"
+    block = f"{START}\n{summary}{END}"
+    if START in text and END in text:
+        text = re.sub(re.escape(START) + ".*?" + re.escape(END), lambda _m: block, text, flags=re.S)
+    else:
+        text += "\n" + block + "\n"
+    readme.write_text(text)
