@@ -359,7 +359,7 @@ def _run_with_progress(
             f"tx {summary.transactions:,}  labels {summary.labels:,}  "
             f"rejected {summary.dead_lettered:,}"
         )
-        bar.update(task, completed=replay.bytes_read() or replay.total_bytes, counts=tick_counts)
+        bar.update(task, completed=replay.bytes_read(), counts=tick_counts)
     return summary
 
 

@@ -156,11 +156,14 @@ class ReplaySource:
         self.rows_read = 0
         self.rows_skipped = 0
         self._raw: IO[bytes] | None = None
+        self._last_position = 0
         self._rng = np.random.default_rng([config.seed, 2])
         self._name = str(config.path)
 
     def bytes_read(self) -> int:
-        return self._raw.tell() if self._raw is not None and not self._raw.closed else 0
+        if self._raw is None:
+            return 0
+        return self._last_position if self._raw.closed else self._raw.tell()
 
     def __iter__(self) -> Iterator[Event | Rejected]:
         with open(self.config.path, "rb") as raw:
@@ -179,12 +182,19 @@ class ReplaySource:
                         yield item
             except _PastUntil:
                 return
+            finally:
+                self._last_position = raw.tell()
 
     # --- readers -------------------------------------------------------------------------
 
     def _csv_rows(self, stream: IO[bytes]) -> Iterator[Event | Rejected | None]:
         text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
-        reader = csv.reader(text)
+        try:
+            yield from self._csv_records(csv.reader(text))
+        finally:
+            text.detach()  # the wrapper must not close the file: its owner does
+
+    def _csv_records(self, reader: Any) -> Iterator[Event | Rejected | None]:
         header = next(reader, None)
         if header is None:
             raise ValueError(f"{self._name} is empty (no header row)")

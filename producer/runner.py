@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import orjson
+from prometheus_client import Counter
 
 from fraudcore.contracts import ContractError, decode_label, decode_transaction, format_time
 from fraudcore.logs import kv
@@ -44,7 +45,6 @@ class RunSummary:
     labels_dropped: int = 0
     dead_lettered: int = 0
     validation_failures: int = 0
-    first_event_ts: float | None = None
     last_event_ts: float | None = None
     wall_s: float = 0.0
     stopped_by: str = "end_of_input"
@@ -78,7 +78,7 @@ class Runner:
         self.watermark = float("-inf")  # every transaction up to here has been produced
         self.summary = RunSummary(source=source_name)
         self.on_tick = on_tick
-        self._tx_metric = metrics.TRANSACTIONS.labels
+        self._tx_metric: dict[str, Counter] = {}  # scenario -> child, looked up once
         self._label_metric = {s: metrics.LABELS.labels(s) for s in ("fraud", "legit")}
         self._began = 0.0
         self._deadline = float("inf")
@@ -163,10 +163,11 @@ class Runner:
             return
         key = event.tx["user_id"].encode()
         self.output.send("transactions", key, tx_raw)
-        self._tx_metric(event.scenario).inc()
+        child = self._tx_metric.get(event.scenario)
+        if child is None:
+            child = self._tx_metric[event.scenario] = metrics.TRANSACTIONS.labels(event.scenario)
+        child.inc()
         s.transactions += 1
-        if s.first_event_ts is None:
-            s.first_event_ts = event.event_ts
         s.last_event_ts = event.event_ts
         if event.label is not None and label_raw is not None:
             self.labels.add(

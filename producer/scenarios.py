@@ -55,6 +55,7 @@ class FraudInjector:
         self.usual_share = usual_share
         self.seen: list[set[str]] = [{u.country} for u in pop.users]
         self.busy_until = [-math.inf] * len(pop.users)
+        # A merchant is compromised at most once: its episode stays one clean window.
         self.compromised_until: dict[int, float] = {}
         self._far_coords = np.array(
             [(pop.merchants[i].lat, pop.merchants[i].lon) for i in pop.foreign_stores]

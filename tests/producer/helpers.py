@@ -5,6 +5,8 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 
+from confluent_kafka import Message
+
 from fraudcore.settings import load_settings
 from producer.events import Event
 from producer.population import Population, PopulationConfig, build_population
@@ -34,6 +36,11 @@ def simulate(
         return pop, list(itertools.islice(events, count))
     assert until is not None
     return pop, list(itertools.takewhile(lambda e: e.event_ts < until, events))
+
+
+def headers_of(msg: Message) -> dict[str, str]:
+    headers: list[tuple[str, bytes | None]] = msg.headers() or []  # type: ignore[assignment]
+    return {name: (value or b"").decode() for name, value in headers}
 
 
 def settings_for(

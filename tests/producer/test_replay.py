@@ -19,7 +19,7 @@ from producer.app import RunOptions, execute
 from producer.replay import ReplaySource, configure
 from producer.timeparse import parse_instant
 from tests.kafka_util import read_topic
-from tests.producer.helpers import DAY, settings_for
+from tests.producer.helpers import DAY, headers_of, settings_for
 
 SINCE = "2018-04-10"  # a slice with frauds of all three handbook scenarios
 ROWS = 2000
@@ -146,8 +146,8 @@ def test_bad_rows_go_to_the_dlq_with_their_reason_and_the_replay_goes_on(
     line_of = {row[0]: i + 2 for i, row in enumerate(rows)}  # line 1 is the header
     seen = set()
     for msg in dlq:
-        headers = {k: v.decode() for k, v in msg.headers() or []}
-        row = next(csv.reader(io.StringIO(msg.value().decode())))
+        headers = headers_of(msg)
+        row = next(csv.reader(io.StringIO((msg.value() or b"").decode())))
         expected = next(b for b in BAD if b[0][0] == row[0])
         assert tuple(row) == expected[0]  # the row as it was read
         assert (headers["reason"], headers["field"]) == expected[1:]
@@ -190,6 +190,10 @@ def test_jsonl_gz_replay_with_a_broken_line_and_a_time_range(
         until=parse_instant("2024-05-06"),
     )
     source = ReplaySource(config)
+    items = list(source)  # the same file, read without Kafka
+    assert [type(i).__name__ for i in items].count("Rejected") == 1
+    assert source.rows_read == 7 and source.rows_skipped == 2  # j1 and j6 out of range
+    assert source.bytes_read() == source.total_bytes == path.stat().st_size
     summary = execute(settings, RunOptions(replay=config))
     assert summary.transactions == 4 and summary.dead_lettered == 1  # j2..j5, the broken line
     txs = [
@@ -200,10 +204,9 @@ def test_jsonl_gz_replay_with_a_broken_line_and_a_time_range(
     assert {t["user_id"] for t in txs} == {"102", "103", "104", "105"}
     assert read_topic(kafka_config, settings.topic_labels) == []  # no label column mapped
     (dead,) = read_topic(kafka_config, settings.topic_transactions_dlq)
-    headers = {k: v.decode() for k, v in dead.headers() or []}
+    headers = headers_of(dead)
     assert headers["reason"] == "unparseable" and headers["source_line"] == "4"
     assert dead.value() == b'{"tid": "broken", '
-    assert source.total_bytes == path.stat().st_size
 
 
 def test_mapping_mistakes_are_refused_before_reading(tmp_path: Path) -> None:
