@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 import platform
+import re
+import subprocess
 import threading
 import time
 from dataclasses import dataclass
@@ -68,6 +70,18 @@ class Proc:
                 name, value = line.split(":", 1)
                 out[name] = int(value.split()[0]) * 1024
         return {"rss_bytes": out.get("VmRSS", 0), "peak_rss_bytes": out.get("VmHWM", 0)}
+
+
+def pid_listening(port: int) -> int | None:
+    """The process listening on a local TCP port (Kafka, Redis), if `ss` can tell."""
+    try:
+        text = subprocess.run(
+            ["ss", "-ltnpH", f"sport = :{port}"], capture_output=True, text=True, timeout=5
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = re.search(r"pid=(\d+)", text)
+    return int(match.group(1)) if match else None
 
 
 class LoadMonitor:

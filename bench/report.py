@@ -138,14 +138,19 @@ def markdown(results: dict[str, Any]) -> str:
         )
     lines += ["", "**Throughput** (one `python -m scorer` draining the pre-filled topic):", ""]
     lines += [
-        "| run | steady tx/s (10-90 %) | whole drain tx/s | scorer CPU µs/tx | peak RSS | load avg |",
-        "|---|---|---|---|---|---|",
+        "| run | steady tx/s (10-90 %) | whole drain tx/s | scorer CPU µs/tx | "
+        "CPU scorer / Kafka / Redis | peak RSS | load avg |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, run in results.get("throughput", {}).items():
+        wall = max(run["wall_s"], 1e-9)
+        shares = [run["scorer_cpu_s"] / wall] + [
+            run["neighbours_cpu_s"].get(n, float("nan")) / wall for n in ("kafka", "redis")
+        ]
         lines.append(
             f"| {name} | {run['steady_tx_s']:,} | {run['overall_tx_s']:,} | "
-            f"{run['scorer_cpu_us_per_tx']} | {run['peak_rss_bytes'] / 2**20:,.0f} MB | "
-            f"{_load(run['machine'])} |"
+            f"{run['scorer_cpu_us_per_tx']} | {' / '.join(f'{v:.0%}' for v in shares)} | "
+            f"{run['peak_rss_bytes'] / 2**20:,.0f} MB | {_load(run['machine'])} |"
         )
     lines += _latency_table(results)
     lines += _stages_table(results)

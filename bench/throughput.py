@@ -6,11 +6,12 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 from confluent_kafka import Producer
 
-from bench.machine import LoadMonitor, Proc
+from bench.machine import LoadMonitor, Proc, pid_listening
 from bench.redisstats import delta, server_stats
 from bench.world import World
 from fraudcore.kafka import producer_config
@@ -78,6 +79,8 @@ def drain(
     try:
         ready_s = scorer.wait_ready()
         proc = Proc(scorer.proc.pid)
+        neighbours = _neighbours(world)
+        neighbours_before = {name: p.cpu_seconds() for name, p in neighbours.items()}
         redis_before = server_stats(world.stack.redis_url)
         cpu_before = proc.cpu_seconds()
         wall_start = time.time()
@@ -97,6 +100,10 @@ def drain(
         metrics = scorer.metrics()
         memory = proc.memory()
         cpu_s = samples[-1][2] - cpu_before
+        neighbours_cpu = {
+            name: round(p.cpu_seconds() - neighbours_before[name], 1)
+            for name, p in neighbours.items()
+        }
     finally:
         code = scorer.stop()
         if code != 0:
@@ -110,6 +117,9 @@ def drain(
         **rates(table, expected),
         "scorer_cpu_s": round(cpu_s, 1),
         "scorer_cpu_us_per_tx": round(cpu_s / expected * 1e6, 1),
+        # CPU seconds the broker and Redis used meanwhile (they share the machine).
+        "neighbours_cpu_s": neighbours_cpu,
+        "wall_s": round(wall_end - wall_start, 2),
         **memory,
         "stages_us_per_tx": stage_costs(metrics, expected),
         "batches": int(metrics.get("scorer_batch_size_count", 0)),
@@ -122,6 +132,20 @@ def drain(
            load=result["machine"]["load1_mean"]),
     )  # fmt: skip
     return result
+
+
+def _neighbours(world: World) -> dict[str, Proc]:
+    """Kafka's and Redis's processes when they run on this machine."""
+    ports = {
+        "kafka": urlsplit("//" + world.stack.kafka_bootstrap.split(",")[0]).port,
+        "redis": urlsplit(world.stack.redis_url).port,
+    }
+    found = {}
+    for name, port in ports.items():
+        pid = pid_listening(port) if port else None
+        if pid is not None:
+            found[name] = Proc(pid)
+    return found
 
 
 def stage_costs(metrics: dict[str, float], transactions: int) -> dict[str, float]:
