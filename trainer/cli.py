@@ -16,7 +16,6 @@ from fraudcore.logs import kv, setup_logging
 from fraudcore.settings import REPO_ROOT, load_settings
 from trainer.holdout import (
     BOOK_FEED_SINCE,
-    BOOK_VALIDATION_FEED,
     book_holdout,
     book_validation_holdouts,
 )
@@ -220,6 +219,13 @@ def handbook(
     results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
         REPO_ROOT / ".run" / "trainer" / "handbook.json"
     ),
+    train_days: Annotated[
+        int,
+        typer.Option(
+            min=7,
+            help="Training days ending 2018-07-31 (the book: 7); the test set stays the book's.",
+        ),
+    ] = 7,
     validation: Annotated[
         bool,
         typer.Option(
@@ -236,17 +242,19 @@ def handbook(
     kinds = _kinds(models)
     tuning = _tuning(locals())
     if validation:
-        _handbook_validation(data, [_config(settings, k, seed, None, tuning) for k in kinds], quiet)
+        _handbook_validation(
+            data, [_config(settings, k, seed, None, tuning) for k in kinds], train_days, quiet
+        )
         return
     options = RunOptions(
         data=DataRequest(
             path=data,
             preset="handbook",
-            since=parse_utc(BOOK_FEED_SINCE),
+            since=book_holdout(train_days).train_start - 31 * 86400.0,
             until=book_holdout().test_end,
             label_delay_s=7 * 86400.0,
         ),
-        split=SplitRequest(kind="book"),
+        split=SplitRequest(kind="book", book_train_days=train_days),
         configs=[_config(settings, k, seed, None, tuning) for k in kinds],
         register=False,
     )
@@ -267,7 +275,9 @@ def handbook(
         table.add_row(f"book: {name}", f"{auc:.3f}", f"{ap:.3f}", f"{cp:.3f}")
     console.print(table)
     document = {
-        "command": "python -m trainer handbook --models " + ",".join(kinds),
+        "command": "python -m trainer handbook --models "
+        + ",".join(kinds)
+        + ("" if train_days == 7 else f" --train-days {train_days}"),
         "machine": "2 cores",
         "total_seconds": round(time.perf_counter() - started, 1),
         "results": summaries,
@@ -300,21 +310,23 @@ def _tuning(options: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _handbook_validation(data: Path, configs: list[ModelConfig], quiet: bool) -> None:
-    since, until = BOOK_VALIDATION_FEED
+def _handbook_validation(
+    data: Path, configs: list[ModelConfig], train_days: int, quiet: bool
+) -> None:
+    holdouts = book_validation_holdouts(train_days)
     options = RunOptions(
         data=DataRequest(
             path=data,
             preset="handbook",
-            since=parse_utc(since),
-            until=parse_utc(until),
+            since=holdouts[0].train_start - 31 * 86400.0,
+            until=holdouts[-1].test_end,
             label_delay_s=7 * 86400.0,
         ),
         split=SplitRequest(kind="book"),
         configs=configs,
         register=False,
     )
-    summaries = run_folds(options, book_validation_holdouts(), Bars(enabled=not quiet))
+    summaries = run_folds(options, holdouts, Bars(enabled=not quiet))
     table = Table(title="handbook validation folds (mean of 2; the test period is not read)")
     for column in ("model", "params", "ROC AUC", "AP", "CP@100"):
         table.add_column(column)

@@ -32,6 +32,9 @@ class Holdout:
     train_end: float
     test_start: float
     test_end: float
+    # Frauds from this time on make a card "known compromised" on later test days; the
+    # training start unless set (a longer training period then keeps the book's test set).
+    known_from: float | None = None
 
     @property
     def label_cutoff(self) -> float:
@@ -47,28 +50,40 @@ class Holdout:
         }
 
 
-def book_holdout() -> Holdout:
-    """The handbook's Chapter 3 split: train 07-25..07-31, 7 delay days, test 08-08..08-14."""
+def book_holdout(train_days: int = 7) -> Holdout:
+    """The handbook's Chapter 3 split: train 07-25..07-31, 7 delay days, test 08-08..08-14.
+
+    train_days > 7 starts training earlier (same end, same test set: cards count as known
+    compromised from 07-25 on, as in the book)."""
+    book_start = parse_utc("2018-07-25")
     return Holdout(
-        parse_utc("2018-07-25"),
+        book_start - (train_days - 7) * DAY_S,
         parse_utc("2018-08-01"),
         parse_utc("2018-08-08"),
         parse_utc("2018-08-15"),
+        known_from=book_start,
     )
 
 
-def book_validation_holdouts() -> list[Holdout]:
+def book_validation_holdouts(train_days: int = 7) -> list[Holdout]:
     """Two earlier folds of the same shape (7 train, 7 delay, 7 test days) that end before
-    the book's test period starts: where hyperparameters are chosen."""
+    the book's test period starts: where hyperparameters are chosen. They read nothing from
+    2018-08-01 on (their last test day is 07-31)."""
     out = []
     for start in ("2018-07-04", "2018-07-11"):
         t = parse_utc(start)
-        out.append(Holdout(t, t + 7 * DAY_S, t + 14 * DAY_S, t + 21 * DAY_S))
+        out.append(
+            Holdout(
+                t - (train_days - 7) * DAY_S,
+                t + 7 * DAY_S,
+                t + 14 * DAY_S,
+                t + 21 * DAY_S,
+                known_from=t,
+            )
+        )
     return out
 
 
-# Validation folds read nothing from 2018-08-01 on (their last test day is 07-31).
-BOOK_VALIDATION_FEED = ("2018-06-03", "2018-08-01")
 # The feed starts 31 days before training, so 30-day windows are full on the first day.
 BOOK_FEED_SINCE = "2018-06-24"
 
@@ -99,7 +114,8 @@ def auto_holdout(
 def known_compromised_mask(table: FeatureTable, rows: np.ndarray, holdout: Holdout) -> np.ndarray:
     """For test rows: True where the row's card was known compromised before its day."""
     since = table.labels.fraud_known_since(table.transaction_ids)
-    fraud_rows = np.flatnonzero(np.isfinite(since) & (table.event_ts >= holdout.train_start))
+    known_from = holdout.train_start if holdout.known_from is None else holdout.known_from
+    fraud_rows = np.flatnonzero(np.isfinite(since) & (table.event_ts >= known_from))
     days = np.floor(table.event_ts[rows] / DAY_S)
     out = np.zeros(rows.shape[0], dtype=bool)
     for day in np.unique(days):

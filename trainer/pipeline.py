@@ -50,6 +50,7 @@ class SplitRequest:
     test_fraction: float = 0.25
     gap_s: float | None = None  # None: the label delay
     warmup_s: float = 0.0
+    book_train_days: int = 7  # kind="book": training days ending 2018-07-31
 
 
 @dataclass
@@ -136,7 +137,7 @@ def load_table(
 
 def choose_holdout(table: FeatureTable, split: SplitRequest, label_delay_s: float) -> Holdout:
     if split.kind == "book":
-        return book_holdout()
+        return book_holdout(split.book_train_days)
     if len(table) < 2:
         raise ValueError(f"only {len(table)} valid transactions: not enough to train")
     gap = label_delay_s if split.gap_s is None else split.gap_s
