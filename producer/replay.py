@@ -12,7 +12,8 @@ import gzip
 import io
 import math
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -159,6 +160,21 @@ class ReplaySource:
         self._last_position = 0
         self._rng = np.random.default_rng([config.seed, 2])
         self._name = str(config.path)
+        if self.format == "csv":  # a mapping that does not fit fails now, not mid-run
+            with self._open() as (_, stream):
+                self._csv_index(stream)
+
+    @contextmanager
+    def _open(self) -> Iterator[tuple[IO[bytes], IO[bytes]]]:
+        """(the file, its decompressed content)."""
+        with open(self.config.path, "rb") as raw:
+            magic = raw.read(2)
+            raw.seek(0)
+            if magic == b"\x1f\x8b":
+                with gzip.GzipFile(fileobj=raw) as unzipped:
+                    yield raw, unzipped  # type: ignore[misc]
+            else:
+                yield raw, raw
 
     def bytes_read(self) -> int:
         if self._raw is None:
@@ -166,11 +182,8 @@ class ReplaySource:
         return self._last_position if self._raw.closed else self._raw.tell()
 
     def __iter__(self) -> Iterator[Event | Rejected]:
-        with open(self.config.path, "rb") as raw:
+        with self._open() as (raw, stream):
             self._raw = raw
-            stream: IO[bytes] = raw
-            if _is_gzip(raw):
-                stream = gzip.GzipFile(fileobj=raw)  # type: ignore[assignment]
             rows = self._csv_rows(stream) if self.format == "csv" else self._jsonl_rows(stream)
             taken = 0
             try:
@@ -183,19 +196,21 @@ class ReplaySource:
             except _PastUntil:
                 return
             finally:
+                rows.close()  # now, while the file is still open
                 self._last_position = raw.tell()
 
     # --- readers -------------------------------------------------------------------------
 
-    def _csv_rows(self, stream: IO[bytes]) -> Iterator[Event | Rejected | None]:
-        text = io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
+    def _csv_index(self, stream: IO[bytes]) -> dict[str, int]:
+        """Read the header row and check the mapping against it."""
+        text = _text_of(stream)
         try:
-            yield from self._csv_records(csv.reader(text))
+            return self._index_of(next(csv.reader(text), None))
         finally:
-            text.detach()  # the wrapper must not close the file: its owner does
+            text.detach()
 
-    def _csv_records(self, reader: Any) -> Iterator[Event | Rejected | None]:
-        header = next(reader, None)
+    def _index_of(self, header: list[str] | None) -> dict[str, int]:
+        """Target field -> column position; ValueError naming mapped columns not there."""
         if header is None:
             raise ValueError(f"{self._name} is empty (no header row)")
         columns = {name.strip(): i for i, name in enumerate(header)}
@@ -206,16 +221,24 @@ class ReplaySource:
                 + ", ".join(f"{t}={c}" for t, c in absent.items())
                 + f" (columns: {', '.join(header)})"
             )
-        index = {t: columns[c] for t, c in self.config.mapping.items()}
-        for values in reader:
-            if not values:  # a blank line
-                continue
-            self.rows_read += 1
-            origin = Origin(self._name, reader.line_num, values=values)
-            width = len(values)  # a short row lacks its last fields
-            yield self._row({t: values[i] for t, i in index.items() if i < width}, origin)
+        return {t: columns[c] for t, c in self.config.mapping.items()}
 
-    def _jsonl_rows(self, stream: IO[bytes]) -> Iterator[Event | Rejected | None]:
+    def _csv_rows(self, stream: IO[bytes]) -> Generator[Event | Rejected | None]:
+        text = _text_of(stream)
+        try:
+            reader = csv.reader(text)
+            index = self._index_of(next(reader, None))
+            for values in reader:
+                if not values:  # a blank line
+                    continue
+                self.rows_read += 1
+                origin = Origin(self._name, reader.line_num, values=values)
+                width = len(values)  # a short row lacks its last fields
+                yield self._row({t: values[i] for t, i in index.items() if i < width}, origin)
+        finally:
+            text.detach()  # the wrapper must not close the file: its owner does
+
+    def _jsonl_rows(self, stream: IO[bytes]) -> Generator[Event | Rejected | None]:
         for line_no, line in enumerate(stream, 1):
             line = line.rstrip(b"\r\n")
             if not line.strip():
@@ -351,10 +374,9 @@ def _number(target: str, value: Any) -> float | None:
     return number
 
 
-def _is_gzip(raw: IO[bytes]) -> bool:
-    magic = raw.read(2)
-    raw.seek(0)
-    return magic == b"\x1f\x8b"
+def _text_of(stream: IO[bytes]) -> io.TextIOWrapper:
+    # surrogateescape: a byte that is not UTF-8 survives to the DLQ instead of ending the run
+    return io.TextIOWrapper(stream, encoding="utf-8", errors="surrogateescape", newline="")
 
 
 def mapping_from_flags(flags: Sequence[str]) -> dict[str, str]:
