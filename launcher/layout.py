@@ -25,6 +25,7 @@ class LauncherSettings(TopicSettings):
     redis_url: str
     mlflow_port: int
     prometheus_port: int
+    redis_exporter_port: int
     transactions_partitions: int
     producer_metrics_port: int
     scorer_http_port: int
@@ -34,6 +35,7 @@ class LauncherSettings(TopicSettings):
     test_redis_port: int
     test_mlflow_port: int
     test_prometheus_port: int
+    test_redis_exporter_port: int
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ class Layout:
     redis_port: int
     mlflow_port: int
     prometheus_port: int
+    redis_exporter_port: int
     # Wipe a service's data before starting it (the test profile starts from nothing).
     fresh: bool = False
     transactions_partitions: int = 1
@@ -85,12 +88,14 @@ def layout_for(profile: Profile, settings: LauncherSettings | None = None) -> La
     if profile == "test":
         kafka, controller = s.test_kafka_port, s.test_kafka_controller_port
         redis, mlflow, prometheus = s.test_redis_port, s.test_mlflow_port, s.test_prometheus_port
+        exporter = s.test_redis_exporter_port
     else:
         first_broker = s.kafka_bootstrap_servers.split(",")[0]
         kafka = _port_of(first_broker, "KAFKA_BOOTSTRAP_SERVERS")
         controller = s.kafka_controller_port
         redis, mlflow = _port_of(s.redis_url, "REDIS_URL"), s.mlflow_port
         prometheus = s.prometheus_port
+        exporter = s.redis_exporter_port
     return Layout(
         profile=profile,
         run_dir=RUN_ROOT / profile,
@@ -99,6 +104,7 @@ def layout_for(profile: Profile, settings: LauncherSettings | None = None) -> La
         redis_port=redis,
         mlflow_port=mlflow,
         prometheus_port=prometheus,
+        redis_exporter_port=exporter,
         fresh=profile == "test",
         transactions_partitions=s.transactions_partitions,
         app_ports=app_ports,

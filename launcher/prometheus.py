@@ -21,7 +21,11 @@ def local_config(layout: Layout, source: Path = SOURCE) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(source.read_text())
     if config.get("rule_files"):
         config["rule_files"] = [str(source.parent / pattern) for pattern in config["rule_files"]]
-    ports = {**layout.app_ports, "prometheus": layout.prometheus_port}
+    ports = {
+        **layout.app_ports,
+        "prometheus": layout.prometheus_port,
+        "redis-exporter": layout.redis_exporter_port,
+    }
     for job in config.get("scrape_configs", []):
         for static in job.get("static_configs", []):
             static["targets"] = [_localize(t, ports) for t in static.get("targets", [])]

@@ -21,7 +21,7 @@ from launcher.prometheus import write_local_config
 
 logger = logging.getLogger(__name__)
 
-INFRA = ("kafka", "redis", "mlflow", "prometheus")
+INFRA = ("kafka", "redis", "redis-exporter", "mlflow", "prometheus")
 
 
 @dataclass(frozen=True)
@@ -143,8 +143,29 @@ def _prometheus(layout: Layout) -> Service:
     )  # fmt: skip
 
 
+def _redis_exporter(layout: Layout) -> Service:
+    port = layout.redis_exporter_port
+    address = f"127.0.0.1:{port}"
+    return Service(
+        name="redis-exporter",
+        ports=(port,),
+        argv=("prometheus-redis-exporter", f"-redis.addr={layout.redis_url}",
+              f"-web.listen-address={address}", "-redis-only-metrics"),
+        fingerprint=("prometheus-redis-exporter", address),
+        probe=partial(probes.http_ok, f"http://{address}/metrics"),
+        timeout_s=30,
+        health=f"GET http://{address}/metrics",
+    )  # fmt: skip
+
+
 def infra_services(layout: Layout) -> list[Service]:
-    return [_kafka(layout), _redis(layout), _mlflow(layout), _prometheus(layout)]
+    return [
+        _kafka(layout),
+        _redis(layout),
+        _redis_exporter(layout),
+        _mlflow(layout),
+        _prometheus(layout),
+    ]
 
 
 def app_service(layout: Layout, app: AppService) -> Service:

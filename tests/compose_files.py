@@ -229,7 +229,7 @@ def listening_ports(name: str) -> set[int]:
     if name == "grafana":
         return {int(env["GF_SERVER_HTTP_PORT"])}
     # Images listening on their defaults (no flag overrides them in the command).
-    defaults = {"redis": 6379, "prometheus": 9090}
+    defaults = {"redis": 6379, "prometheus": 9090, "redis-exporter": 9121}
     if name in defaults:
         assert not any("port" in arg or "listen" in arg for arg in svc.get("command", []))
         return {defaults[name]}

@@ -29,6 +29,7 @@ def redis_only(tmp_path: Path) -> Iterator[Launcher]:
         redis_port=free_port(),
         mlflow_port=free_port(),
         prometheus_port=free_port(),
+        redis_exporter_port=free_port(),
     )
     launcher = Launcher(layout, [s for s in infra_services(layout) if s.name == "redis"])
     yield launcher
