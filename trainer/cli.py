@@ -332,10 +332,12 @@ def _handbook_validation(
         table.add_column(column)
     for s in summaries:
         m = s["metrics"]
-        params = {k: v for k, v in s["params"].items() if k.startswith("hgb_")}
+        params = " ".join(
+            f"{k.removeprefix('hgb_')}={v}" for k, v in s["params"].items() if k.startswith("hgb_")
+        )
         table.add_row(
             s["model_kind"],
-            json.dumps(params),
+            params,
             _fmt(m.get("roc_auc")),
             _fmt(m.get("average_precision")),
             _fmt(m.get("card_precision_at_100")),
