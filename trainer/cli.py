@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -278,7 +279,7 @@ def handbook(
         "command": "python -m trainer handbook --models "
         + ",".join(kinds)
         + ("" if train_days == 7 else f" --train-days {train_days}"),
-        "machine": "2 cores",
+        "machine": f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}",
         "total_seconds": round(time.perf_counter() - started, 1),
         "results": summaries,
         "book_baselines": {

@@ -17,7 +17,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from fraudcore.contracts import ContractError, decode_label, decode_transaction
 from fraudcore.kafka import consumer_config
@@ -110,9 +117,7 @@ def read_partitions(
     )
     handled = 0
     try:
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        # OFFSET 0 may be below the low watermark after retention; librdkafka then
-        # resets to earliest (auto.offset.reset), which is what we want.
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
         pending = dict(ends)
         last_message = time.monotonic()
         while pending:
