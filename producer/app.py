@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import astuple, dataclass, field
+from dataclasses import astuple, dataclass, field, replace
 
 from confluent_kafka.admin import AdminClient
 
@@ -20,7 +20,6 @@ from producer.kafka_output import KafkaOutput, Topics
 from producer.population import PopulationConfig, build_population
 from producer.replay import ReplayConfig, ReplaySource
 from producer.runner import RunLimits, Runner, RunSummary
-from producer.scenarios import SCENARIOS
 from producer.settings import ProducerSettings
 from producer.simulator import Simulator, TrafficConfig
 
@@ -30,24 +29,12 @@ DEFAULT_BACKFILL_S = 7 * 86400.0
 
 
 @dataclass(frozen=True)
-class SimulationOptions:
-    seed: int = 0
-    users: int = 2000
-    merchants: int = 500
-    tx_per_user_day: float = 5.0
-    fraud_rate: float = 0.01
-    scenarios: tuple[str, ...] = SCENARIOS
-    id_prefix: str = "sim"
-    start: float | None = None  # None: now at speed 1, else now minus DEFAULT_BACKFILL_S
-    label_delay_s: float = 2 * 86400.0
-    label_jitter_s: float = 0.0
-
-
-@dataclass(frozen=True)
 class RunOptions:
     limits: RunLimits = field(default_factory=RunLimits)
     speed: float | None = None  # None: 1 (real time) for a simulation, 0 for a replay
-    simulation: SimulationOptions = field(default_factory=SimulationOptions)
+    population: PopulationConfig = field(default_factory=PopulationConfig)
+    # traffic.start None: now at speed 1, else now minus DEFAULT_BACKFILL_S
+    traffic: TrafficConfig = field(default_factory=TrafficConfig)
     replay: ReplayConfig | None = None  # set: replay this file instead of simulating
     create_topics: bool = True
 
@@ -68,48 +55,34 @@ def prepare_source(options: RunOptions, now: float | None = None) -> Prepared:
         replay = ReplaySource(options.replay)
         # A replay's clock starts at its first row; old data is never held to the wall.
         return Prepared(replay, EventClock(speed, not_after_wall=False), "replay", replay)
-    sim = options.simulation
     speed = 1.0 if options.speed is None else options.speed
     now = time.time() if now is None else now
-    start = sim.start
+    start = options.traffic.start
     if start is None:
         start = now if speed == 1.0 else now - DEFAULT_BACKFILL_S
-    population = build_population(
-        PopulationConfig(
-            seed=sim.seed,
-            users=sim.users,
-            merchants=sim.merchants,
-            tx_per_user_day=sim.tx_per_user_day,
-            id_prefix=sim.id_prefix,
-        )
-    )
-    traffic = TrafficConfig(
-        start=start,
-        fraud_rate=sim.fraud_rate,
-        scenarios=sim.scenarios,
-        label_delay_s=sim.label_delay_s,
-        label_jitter_s=sim.label_jitter_s,
-    )
-    simulator = Simulator(population, traffic, seed=sim.seed)
+    traffic = replace(options.traffic, start=start)
+    population = build_population(options.population)
+    simulator = Simulator(population, traffic)
     clock = EventClock(speed, not_after_wall=True)
-    natural = sum(u.tx_per_day for u in population.users) / 86400.0 / (1 - sim.fraud_rate)
+    natural = sum(u.tx_per_day for u in population.users) / 86400.0 / (1 - traffic.fraud_rate)
     logger.info(
         "simulation ready %s",
         kv(
-            users=sim.users,
-            merchants=sim.merchants,
-            seed=sim.seed,
-            fraud_rate=sim.fraud_rate,
+            users=len(population.users),
+            merchants=len(population.merchants),
+            seed=options.population.seed,
+            fraud_rate=traffic.fraud_rate,
             speed=speed,
             start=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start)),
-            event_tx_per_s=round(natural, 3),
+            daily_mean_event_tx_per_s=round(natural, 3),
         ),
     )
     rate = options.limits.rate
     if rate and speed and natural * speed < rate:
         logger.warning(
-            "--rate will not be reached: the population makes about %.2f tx/s at speed %g "
-            "(raise --speed, --users or --tx-per-user-day, or use --speed 0)",
+            "--rate may not be reached: the population makes about %.2f tx/s at speed %g "
+            "over a day, more in its active hours, less at night (raise --speed, --users or "
+            "--tx-per-user-day, or use --speed 0)",
             natural * speed,
             speed,
         )

@@ -36,7 +36,7 @@ def main() -> None:
     start = time.time() - 400 * 86400.0  # far enough back for any --count
 
     def simulator() -> Simulator:
-        return Simulator(pop, TrafficConfig(start=start, fraud_rate=args.fraud_rate), args.seed)
+        return Simulator(pop, TrafficConfig(start=start, fraud_rate=args.fraud_rate))
 
     began = time.perf_counter()
     for _ in itertools.islice(simulator().events(), args.count):

@@ -28,12 +28,14 @@ from fraudcore.datasets import handbook_path
 from fraudcore.logs import kv, setup_logging
 from fraudcore.settings import load_settings
 from producer import metrics
-from producer.app import Prepared, RunOptions, SimulationOptions, execute, prepare_source
+from producer.app import Prepared, RunOptions, execute, prepare_source
 from producer.kafka_output import KafkaUnavailable
+from producer.population import MIN_MERCHANTS, PopulationConfig
 from producer.replay import configure, mapping_from_flags
 from producer.runner import RunLimits, RunSummary
 from producer.scenarios import SCENARIOS
 from producer.settings import ProducerSettings
+from producer.simulator import TrafficConfig
 from producer.timeparse import parse_duration, parse_instant
 
 logger = logging.getLogger(__name__)
@@ -75,18 +77,22 @@ app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
     )
 )
 def main_command(
-    users: Annotated[int, typer.Option(help="Card holders.", rich_help_panel=SIM)] = 2000,
-    merchants: Annotated[int, typer.Option(help="Merchants.", rich_help_panel=SIM)] = 500,
+    users: Annotated[
+        int, typer.Option(help="Card holders.", rich_help_panel=SIM)
+    ] = PopulationConfig.users,
+    merchants: Annotated[
+        int, typer.Option(help=f"Merchants (at least {MIN_MERCHANTS}).", rich_help_panel=SIM)
+    ] = PopulationConfig.merchants,
     seed: Annotated[
         int,
         typer.Option(help="Seed: same seed, sizes and --start, same data.", rich_help_panel=SIM),
-    ] = 0,
+    ] = PopulationConfig.seed,
     fraud_rate: Annotated[
         float,
         typer.Option(
             help="Expected share of fraudulent transactions (0-0.5).", rich_help_panel=SIM
         ),
-    ] = 0.01,
+    ] = TrafficConfig.fraud_rate,
     scenarios: Annotated[
         str,
         typer.Option(help="Comma-separated fraud scenarios to inject.", rich_help_panel=SIM),
@@ -94,10 +100,10 @@ def main_command(
     tx_per_user_day: Annotated[
         float,
         typer.Option(help="Mean transactions per card holder per day.", rich_help_panel=SIM),
-    ] = 5.0,
+    ] = PopulationConfig.tx_per_user_day,
     id_prefix: Annotated[
         str, typer.Option(help="Prefix of user, merchant and transaction ids.", rich_help_panel=SIM)
-    ] = "sim",
+    ] = PopulationConfig.id_prefix,
     start: Annotated[
         str | None,
         typer.Option(
@@ -280,16 +286,20 @@ def main_command(
         options = RunOptions(
             limits=limits,
             speed=speed,
-            simulation=SimulationOptions(
+            population=PopulationConfig(
                 seed=seed,
                 users=users,
                 merchants=merchants,
                 tx_per_user_day=tx_per_user_day,
+                id_prefix=id_prefix,
+            ),
+            traffic=TrafficConfig(
+                start=parse_instant(start) if start else None,
                 fraud_rate=fraud_rate,
                 scenarios=tuple(s.strip() for s in scenarios.split(",") if s.strip()),
-                id_prefix=id_prefix,
-                start=parse_instant(start) if start else None,
-                label_delay_s=parse_duration(label_delay) if label_delay else 2 * 86400.0,
+                label_delay_s=(
+                    parse_duration(label_delay) if label_delay else TrafficConfig.label_delay_s
+                ),
                 label_jitter_s=jitter_s,
             ),
             replay=replay,

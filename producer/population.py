@@ -289,7 +289,7 @@ def _users(
                 amount_mu=math.log(medians[i]),
                 amount_sigma=float(sigmas[i]),
                 tx_per_day=float(rates[i]),
-                active_open_s=((open_local_h[i] - utc_offset_h) * 3600.0) % 86400.0,
+                active_open_s=float((open_local_h[i] - utc_offset_h) * 3600.0 % 86400.0),
                 active_len_s=float(active_h[i]) * 3600.0,
                 channel_cum=_cumulative(mixes[i]),
                 stores=tuple(stores),

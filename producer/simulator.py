@@ -24,7 +24,7 @@ CURRENCY = "EUR"  # amounts are in the card's billing currency
 
 @dataclass(frozen=True)
 class TrafficConfig:
-    start: float  # event time of the first moment simulated (epoch seconds)
+    start: float | None = None  # event time the simulation begins at (None: set by the app)
     fraud_rate: float = 0.01  # expected share of fraudulent transactions
     scenarios: tuple[str, ...] = SCENARIOS
     label_delay_s: float = 2 * 86400.0
@@ -33,21 +33,23 @@ class TrafficConfig:
 
 
 class Simulator:
-    """An endless, deterministic stream of Events (same population, config and seed: the
-    same events). Event times never decrease, so they never decrease per user either."""
+    """An endless, deterministic stream of Events (same population and config: the same
+    events). Event times never decrease, so they never decrease per user either."""
 
-    def __init__(self, pop: Population, config: TrafficConfig, seed: int) -> None:
+    def __init__(self, pop: Population, config: TrafficConfig) -> None:
+        if config.start is None:
+            raise ValueError("the simulation needs a start time")
         self.pop = pop
         self.config = config
+        self.start = config.start
+        seed = pop.config.seed
         self.draws = Draws(np.random.default_rng([seed, 1]))
         self.fraud = FraudInjector(
             pop, self.draws, config.fraud_rate, config.scenarios, config.usual_share
         )
         # Ids unique to this configuration, yet identical when it is run again: a rerun
         # is a replay that downstream consumers deduplicate by transaction_id.
-        digest = hashlib.blake2b(
-            repr((seed, pop.config, config)).encode(), digest_size=4
-        ).hexdigest()
+        digest = hashlib.blake2b(repr((pop.config, config)).encode(), digest_size=4).hexdigest()
         self.id_prefix = f"{pop.config.id_prefix}-{digest}-"
         self.produced = 0
 
@@ -55,7 +57,7 @@ class Simulator:
         pop, draws, config = self.pop, self.draws, self.config
         seq = itertools.count()
         heap: list[tuple[float, int, int, Planned | None]] = [
-            (next_legit_time(draws, user, config.start), next(seq), index, None)
+            (next_legit_time(draws, user, self.start), next(seq), index, None)
             for index, user in enumerate(pop.users)
         ]
         heapq.heapify(heap)

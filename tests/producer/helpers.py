@@ -30,7 +30,7 @@ def simulate(
 ) -> tuple[Population, list[Event]]:
     """Events of a fresh simulator: the first `count`, or all before `until`."""
     pop = build_population(PopulationConfig(seed=seed, users=users, merchants=merchants))
-    sim = Simulator(pop, TrafficConfig(start=start, **traffic), seed=seed)  # type: ignore[arg-type]
+    sim = Simulator(pop, TrafficConfig(start=start, **traffic))  # type: ignore[arg-type]
     events = sim.events()
     if count is not None:
         return pop, list(itertools.islice(events, count))

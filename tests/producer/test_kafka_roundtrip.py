@@ -18,26 +18,22 @@ from prometheus_client.parser import text_string_to_metric_families
 from fraudcore.contracts import decode_label, decode_transaction
 from fraudcore.settings import REPO_ROOT
 from producer import metrics
-from producer.app import RunOptions, SimulationOptions, execute
+from producer.app import RunOptions, execute
+from producer.population import PopulationConfig
 from producer.runner import RunLimits
+from producer.simulator import TrafficConfig
 from tests.kafka_util import read_topic
 from tests.producer.helpers import DAY, settings_for
 
 DELAY = 3600.0
 
 
-def _options(count: int, **sim: object) -> RunOptions:
+def _options(count: int, seed: int) -> RunOptions:
     return RunOptions(
         limits=RunLimits(count=count),
         speed=0.0,
-        simulation=SimulationOptions(
-            users=80,
-            merchants=40,
-            fraud_rate=0.05,
-            label_delay_s=DELAY,
-            start=time.time() - 10 * DAY,
-            **sim,  # type: ignore[arg-type]
-        ),
+        population=PopulationConfig(seed=seed, users=80, merchants=40),
+        traffic=TrafficConfig(start=time.time() - 10 * DAY, fraud_rate=0.05, label_delay_s=DELAY),
     )
 
 
