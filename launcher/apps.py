@@ -28,11 +28,15 @@ class AppService:
 
 
 APPS: tuple[AppService, ...] = (
-    # At real time the simulated population makes about 0.1 transactions/s, far too few
-    # for the bootstrap's first model. An hour per second backfills the last 7 days
-    # (labels included, they are due 2 days after each transaction) in about 3 minutes,
-    # then the simulation runs on in real time.
-    AppService("producer", "producer_metrics_port", "/metrics", args=("--speed", "3600")),
+    # The simulated population is busy enough for a live dashboard (2,000 cards x 50 a day,
+    # about 1.2 transactions/s) and starts with a 2-day backfill at an hour per second
+    # (~200k transactions in about a minute), so the bootstrap has data for a first model.
+    AppService(
+        "producer",
+        "producer_metrics_port",
+        "/metrics",
+        args=("--speed", "3600", "--start", "now-2d", "--tx-per-user-day", "50"),
+    ),
     AppService("alerting", "alerting_http_port", "/health", secrets=("ALERTING_API_KEY",)),
     AppService("scorer", "scorer_http_port", "/health", needs_model=True),
 )
