@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, get_args
@@ -276,9 +277,7 @@ def handbook(
         table.add_row(f"book: {name}", f"{auc:.3f}", f"{ap:.3f}", f"{cp:.3f}")
     console.print(table)
     document = {
-        "command": "python -m trainer handbook --models "
-        + ",".join(kinds)
-        + ("" if train_days == 7 else f" --train-days {train_days}"),
+        "command": "python -m trainer " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}",
         "total_seconds": round(time.perf_counter() - started, 1),
         "results": summaries,
