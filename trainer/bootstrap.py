@@ -74,7 +74,8 @@ def run_bootstrap(settings: TrainerSettings, kind: ModelKind | None, bars: Bars)
         seed=settings.trainer_seed,
         alert_budget=settings.trainer_alert_budget,
     )
-    options = RunOptions(DataRequest(label_delay_s=delay), SplitRequest(), [config])
+    data = DataRequest(label_delay_s=delay, tail=settings.trainer_bootstrap_max_transactions)
+    options = RunOptions(data, SplitRequest(), [config])
     try:
         summaries = run_training(settings, options, bars)
     except NeedsLabelsError as exc:

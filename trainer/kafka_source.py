@@ -57,40 +57,28 @@ class TopicStats:
     invalid: Counter[str] = field(default_factory=Counter)
 
 
-def end_offsets(config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> dict[int, int]:
-    """Partition -> end offset (high watermark) now; {} if the topic does not exist."""
+def watermarks(
+    config: dict[str, Any], topic: str, timeout_s: float = 10.0
+) -> dict[int, tuple[int, int]]:
+    """Partition -> (low, high) watermark now; {} if the topic does not exist."""
     consumer = Consumer(consumer_config(config, f"trainer-probe-{uuid.uuid4().hex[:8]}"))
     try:
         meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
         if meta is None or meta.error is not None:
             return {}
-        out = {}
-        for partition in meta.partitions:
-            _low, high = consumer.get_watermark_offsets(
+        return {
+            partition: consumer.get_watermark_offsets(
                 TopicPartition(topic, partition), timeout=timeout_s
             )
-            out[partition] = high
-        return out
+            for partition in meta.partitions
+        }
     finally:
         consumer.close()
 
 
-def message_count(config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> int:
+def message_count(config: dict[str, Any], topic: str) -> int:
     """Messages currently in a topic (high minus low watermark, summed over partitions)."""
-    consumer = Consumer(consumer_config(config, f"trainer-probe-{uuid.uuid4().hex[:8]}"))
-    try:
-        meta = consumer.list_topics(topic, timeout=timeout_s).topics.get(topic)
-        if meta is None or meta.error is not None:
-            return 0
-        total = 0
-        for partition in meta.partitions:
-            low, high = consumer.get_watermark_offsets(
-                TopicPartition(topic, partition), timeout=timeout_s
-            )
-            total += max(0, high - low)
-        return total
-    finally:
-        consumer.close()
+    return sum(max(0, high - low) for low, high in watermarks(config, topic).values())
 
 
 def read_partitions(
@@ -99,6 +87,7 @@ def read_partitions(
     handle: Callable[[int, Message], None],
     *,
     idle_timeout_s: float = 10.0,
+    tail: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> int:
     """Call handle(partition, message) for every message up to the end offsets of now.
@@ -107,9 +96,16 @@ def read_partitions(
     last stable offset) is given up after idle_timeout_s without a message, with a warning.
     Returns the number of messages handled.
     """
-    ends = {p: h for p, h in end_offsets(config, topic).items() if h > 0}
-    if not ends:
+    marks = {p: (low, high) for p, (low, high) in watermarks(config, topic).items() if high > low}
+    if not marks:
         return 0
+    ends = {p: high for p, (_, high) in marks.items()}
+    # tail: only the newest messages, shared evenly over the partitions (bootstrap).
+    share = None if tail is None else -(-tail // len(marks))
+    starts = {
+        p: OFFSET_BEGINNING if share is None else max(low, high - share)
+        for p, (low, high) in marks.items()
+    }
     consumer = Consumer(
         consumer_config(
             config, f"trainer-{uuid.uuid4().hex[:12]}", **{"enable.partition.eof": True}
@@ -117,7 +113,7 @@ def read_partitions(
     )
     handled = 0
     try:
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
         pending = dict(ends)
         last_message = time.monotonic()
         while pending:
@@ -158,7 +154,11 @@ def read_partitions(
 
 
 def read_labels(
-    config: dict[str, Any], topic: str, on_progress: Callable[[int], None] | None = None
+    config: dict[str, Any],
+    topic: str,
+    *,
+    tail: int | None = None,
+    on_progress: Callable[[int], None] | None = None,
 ) -> tuple[list[Label], TopicStats]:
     stats = TopicStats(topic)
     labels: list[Label] = []
@@ -186,7 +186,7 @@ def read_labels(
             )
         )
 
-    read_partitions(config, topic, handle, on_progress=on_progress)
+    read_partitions(config, topic, handle, tail=tail, on_progress=on_progress)
     return labels, stats
 
 
@@ -196,6 +196,7 @@ def read_transactions(
     *,
     since: float | None = None,
     until: float | None = None,
+    tail: int | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[Iterator[Transaction], int, TopicStats]:
     """(transactions merged by event time, how many, stats)."""
@@ -220,7 +221,7 @@ def read_transactions(
         slim = {k: record[k] for k in _FEATURE_FIELDS if k in record}
         parts.setdefault(partition, []).append(Transaction(slim, event_ts))
 
-    read_partitions(config, topic, handle, on_progress=on_progress)
+    read_partitions(config, topic, handle, tail=tail, on_progress=on_progress)
     ordered = [parts[p] for p in sorted(parts)]
     merged = heapq.merge(*ordered, key=lambda t: t.event_ts)
     return merged, stats.decoded, stats

@@ -39,6 +39,8 @@ class DataRequest:
     since: float | None = None
     until: float | None = None
     label_delay_s: float = 7 * 86400.0
+    # Kafka only: read just the newest `tail` messages of each topic (bootstrap's bound).
+    tail: int | None = None
 
     def describe(self) -> str:
         return f"file:{self.path}" if self.path else "kafka"
@@ -107,20 +109,21 @@ def load_table(
         if kafka_config is None:
             raise ValueError("no Kafka configuration to read the topics with")
         tx_topic, label_topic = topics
-        total_labels = kafka_source.message_count(kafka_config, label_topic)
+        total_labels = _expected(kafka_source.message_count(kafka_config, label_topic), request)
         with bars.task(f"reading {label_topic}", total=total_labels) as task:
             labels, label_stats = kafka_source.read_labels(
-                kafka_config, label_topic, on_progress=task.set
+                kafka_config, label_topic, tail=request.tail, on_progress=task.set
             )
         add_labels(builder, book, labels)
         report.invalid_labels = label_stats.invalid
-        total_tx = kafka_source.message_count(kafka_config, tx_topic)
+        total_tx = _expected(kafka_source.message_count(kafka_config, tx_topic), request)
         with bars.task(f"reading {tx_topic}", total=total_tx) as task:
             merged, count, tx_stats = kafka_source.read_transactions(
                 kafka_config,
                 tx_topic,
                 since=request.since,
                 until=request.until,
+                tail=request.tail,
                 on_progress=task.set,
             )
         with bars.task("building features", total=count) as task:
@@ -133,6 +136,10 @@ def load_table(
     report.seconds = time.perf_counter() - started
     logger.info("feature table built %s", kv(**report.summary()))
     return table, report
+
+
+def _expected(count: int, request: DataRequest) -> int:
+    return count if request.tail is None else min(count, request.tail)
 
 
 def choose_holdout(table: FeatureTable, split: SplitRequest, label_delay_s: float) -> Holdout:

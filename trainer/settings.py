@@ -27,3 +27,6 @@ class TrainerSettings(KafkaSettings, TopicSettings):
     # bootstrap: wait (bounded) for this many transactions on the topic before training.
     trainer_bootstrap_min_transactions: int = Field(default=3000, ge=1)
     trainer_bootstrap_wait_s: float = Field(default=90.0, ge=0)
+    # bootstrap reads at most the newest this many transactions (and labels): a topic that
+    # grew for days must not make the first model slow.
+    trainer_bootstrap_max_transactions: int = Field(default=50_000, ge=100)

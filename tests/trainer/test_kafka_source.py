@@ -71,3 +71,17 @@ def test_only_committed_messages_are_read(
     labels, stats = read_labels(dict(kafka_config), topic)
     assert [lb.transaction_id for lb in labels] == ["kept-1", "kept-2", "kept-3"]
     assert stats.invalid == {}
+
+
+def test_tail_reads_only_the_newest_messages_of_each_partition(
+    kafka_config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic("trainer-tail", partitions=2)
+    producer = Producer(dict(kafka_config))
+    for i in range(10):
+        producer.produce(topic, _tx(f"t{i}", T0 + i), partition=i % 2)
+    assert producer.flush(10) == 0
+    merged, count, _ = read_transactions(dict(kafka_config), topic, tail=4)
+    # Two per partition: the last two of partition 0 (t6, t8) and of partition 1 (t7, t9).
+    assert [t.record["transaction_id"] for t in merged] == ["t6", "t7", "t8", "t9"]
+    assert count == 4
