@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 import mlflow
 from fraudcore.features import FEATURE_NAMES
 from fraudcore.logs import kv
-from fraudcore.model import FraudModel
+from fraudcore.model import FraudModel, skops_trusted_types
 from trainer import plots
 from trainer.metrics import evaluate
 from trainer.pipeline import DataReport, Outcome
@@ -49,7 +49,7 @@ def _requirements() -> list[str]:
     # Pinned from this environment: cheaper and more exact than MLflow's inference.
     return [
         f"{pkg}=={package_version(pkg)}"
-        for pkg in ("mlflow", "scikit-learn", "numpy", "pandas", "cloudpickle")
+        for pkg in ("mlflow", "scikit-learn", "numpy", "pandas", "skops")
     ]
 
 
@@ -149,7 +149,8 @@ def publish(
             signature=signature,
             input_example=example,
             registered_model_name=model_name,
-            serialization_format=mlflow.sklearn.SERIALIZATION_FORMAT_CLOUDPICKLE,
+            # skops, not pickle: loading trusts exactly our model classes and sklearn's.
+            skops_trusted_types=skops_trusted_types(model),
             pip_requirements=_requirements(),
         )
         version = str(info.registered_model_version)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -27,11 +26,6 @@ logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
-
-
-def allow_model_loading() -> None:
-    """MLflow refuses to unpickle models unless told to; our own registry is trusted."""
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
 
 
 def wait_for_mlflow(client: MlflowClient, timeout_s: float) -> None:
@@ -69,7 +63,6 @@ def champion_version(client: MlflowClient, name: str) -> str | None:
 def load_version(name: str, version: str) -> FraudModel:
     import mlflow.sklearn
 
-    allow_model_loading()
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     if not isinstance(model, FraudModel):
         raise TypeError(f"version {version} of {name} is a {type(model).__name__}, not FraudModel")

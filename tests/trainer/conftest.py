@@ -40,7 +40,6 @@ class StreamTopics:
             "MODEL_NAME": model_name,
             "TRAINER_EXPERIMENT": "trainer-tests",
             "TRAINER_LABEL_DELAY": "1d",
-            "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
         }
 
 
