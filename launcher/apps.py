@@ -52,5 +52,7 @@ def missing_entry_point(package: str) -> str:
 # Runs once, to completion, after the apps without `needs_model` are healthy (the
 # producer then fills the transactions topic it trains from) and before the others:
 # trains and registers a first model when the registry has no champion.
-BOOTSTRAP = ("trainer", "bootstrap")
+# A day of the producer's backfill (about 100k transactions): the bootstrap warms the
+# feature state on its first 12 hours and learns from the rest.
+BOOTSTRAP = ("trainer", "bootstrap", "--min-transactions", "100000")
 BOOTSTRAP_TIMEOUT_S = 900.0

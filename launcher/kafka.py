@@ -89,8 +89,12 @@ def write_server_properties(path: Path, properties: dict[str, str]) -> None:
 
 
 def new_cluster_id() -> str:
-    """A KRaft cluster id: a random UUID in unpadded base64url."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A KRaft cluster id: a random UUID in unpadded base64url. Like Kafka's own
+    Uuid.randomUuid, never one starting with "-", which a command line reads as a flag."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
 
 
 def _classpath(libs: Path) -> str:
@@ -104,7 +108,7 @@ def format_storage(libs: Path, config: Path, data_dir: Path) -> None:
     cluster_id = new_cluster_id()
     result = subprocess.run(
         ["java", f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", "-cp", _classpath(libs),
-         "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
+         "kafka.tools.StorageTool", "format", f"--cluster-id={cluster_id}", "-c", str(config)],
         capture_output=True, text=True, timeout=FORMAT_TIMEOUT_S,
     )  # fmt: skip
     if result.returncode != 0:

@@ -179,7 +179,7 @@ class Launcher:
         if missing:
             logger.warning("skipped model bootstrap %s", kv(reason=missing))
             return
-        log_file = self.log_file("-".join(BOOTSTRAP))
+        log_file = self.log_file("-".join(BOOTSTRAP[:2]))
         argv = [sys.executable, "-m", *BOOTSTRAP]
         logger.info("model bootstrap %s", kv(command=" ".join(argv[1:]), log=log_file))
         with open(log_file, "a") as log:

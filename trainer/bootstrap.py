@@ -75,7 +75,8 @@ def run_bootstrap(settings: TrainerSettings, kind: ModelKind | None, bars: Bars)
         alert_budget=settings.trainer_alert_budget,
     )
     data = DataRequest(label_delay_s=delay, tail=settings.trainer_bootstrap_max_transactions)
-    options = RunOptions(data, SplitRequest(), [config])
+    warmup = SplitRequest(warmup_s=parse_duration(settings.trainer_bootstrap_warmup))
+    options = RunOptions(data, warmup, [config])
     try:
         summaries = run_training(settings, options, bars)
     except NeedsLabelsError as exc:

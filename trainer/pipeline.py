@@ -148,13 +148,15 @@ def choose_holdout(table: FeatureTable, split: SplitRequest, label_delay_s: floa
     if len(table) < 2:
         raise ValueError(f"only {len(table)} valid transactions: not enough to train")
     gap = label_delay_s if split.gap_s is None else split.gap_s
-    return auto_holdout(
-        float(table.event_ts.min()),
-        float(table.event_ts.max()),
-        test_fraction=split.test_fraction,
-        gap_s=gap,
-        warmup_s=split.warmup_s,
-    )
+    first, last = float(table.event_ts.min()), float(table.event_ts.max())
+    warmup = split.warmup_s
+    if warmup > (last - first) / 2:
+        logger.warning(
+            "data span too short for the warm-up, training without it %s",
+            kv(span_s=round(last - first), warmup_s=warmup),
+        )
+        warmup = 0.0
+    return auto_holdout(first, last, test_fraction=split.test_fraction, gap_s=gap, warmup_s=warmup)
 
 
 @dataclass

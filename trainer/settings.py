@@ -29,4 +29,7 @@ class TrainerSettings(KafkaSettings, TopicSettings):
     trainer_bootstrap_wait_s: float = Field(default=90.0, ge=0)
     # bootstrap reads at most the newest this many transactions (and labels): a topic that
     # grew for days must not make the first model slow.
-    trainer_bootstrap_max_transactions: int = Field(default=50_000, ge=100)
+    trainer_bootstrap_max_transactions: int = Field(default=250_000, ge=100)
+    # The first stretch of the bootstrap's data only warms the feature state: its rows
+    # see users with no history yet, unlike every transaction after it.
+    trainer_bootstrap_warmup: str = "12h"
