@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient
@@ -30,7 +31,7 @@ def stack() -> Iterator[TestStack]:
 
 
 @pytest.fixture(scope="session")
-def kafka_config(stack: TestStack) -> dict[str, str]:
+def kafka_config(stack: TestStack) -> dict[str, Any]:
     return {"bootstrap.servers": stack.kafka_bootstrap}
 
 
@@ -46,7 +47,7 @@ def unique_name() -> Callable[[str], str]:
 
 @pytest.fixture
 def new_topic(
-    kafka_config: dict[str, str], unique_name: Callable[[str], str]
+    kafka_config: dict[str, Any], unique_name: Callable[[str], str]
 ) -> Iterator[Callable[..., str]]:
     """Create a uniquely named topic: new_topic("transactions", partitions=6)."""
     admin = AdminClient(kafka_config)

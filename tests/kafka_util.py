@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import orjson
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 
 
 def produce(
@@ -58,14 +58,15 @@ def read_topic(
                 if expect is None and partitions and len(eof) >= partitions:
                     break
                 continue
-            if msg.error():
-                if msg.error().code() == -191:  # _PARTITION_EOF
-                    eof.add(msg.partition())
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    eof.add(msg.partition() or 0)
                     if expect is None and len(eof) >= (partitions or 1):
                         break
                     continue
-                raise AssertionError(f"consume error: {msg.error()}")
-            eof.discard(msg.partition())
+                raise AssertionError(f"consume error: {error}")
+            eof.discard(msg.partition() or 0)
             out.append(msg)
             if expect is not None and len(out) >= expect:
                 break
@@ -75,4 +76,10 @@ def read_topic(
 
 
 def values(messages: list[Message]) -> list[dict[str, Any]]:
-    return [orjson.loads(m.value()) for m in messages]
+    return [orjson.loads(m.value() or b"null") for m in messages]
+
+
+def headers(message: Message) -> dict[str, str]:
+    """A message's headers as text (the last value wins for a repeated name)."""
+    raw: list[tuple[str, bytes | None]] = message.headers() or []  # type: ignore[assignment]
+    return {name: (value or b"").decode() for name, value in raw}

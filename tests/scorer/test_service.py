@@ -17,6 +17,7 @@ from fraudcore.contracts import validate
 from fraudcore.kafka import ensure_topics
 from fraudcore.topics import TopicSpec
 from scorer.feature_store import FeatureStore
+from tests.kafka_util import headers as kafka_headers
 from tests.kafka_util import produce, produce_records, read_topic, values
 from tests.scorer.harness import ScorerWorld, wait_until
 from tests.scorer.models import isolation_model, register
@@ -124,7 +125,7 @@ def test_scores_every_transaction_and_dead_letters_poison(
         by_reason: dict[str, list[bytes | None]] = {}
         positions = set()
         for msg in letters:
-            headers = {k: v.decode() for k, v in msg.headers()}
+            headers = kafka_headers(msg)
             assert headers["dlq.source.topic"] == world.transactions
             positions.add((int(headers["dlq.source.partition"]), int(headers["dlq.source.offset"])))
             by_reason.setdefault(headers["dlq.reason"], []).append(msg.value())
@@ -324,7 +325,7 @@ def test_hot_model_swap_loses_no_message(
     # Per partition the switch happens once, between batches: never back to the old one.
     by_partition: dict[int, list[str]] = {}
     for msg, score in zip(messages, scores, strict=True):
-        by_partition.setdefault(msg.partition(), []).append(score["model_version"])
+        by_partition.setdefault(msg.partition() or 0, []).append(score["model_version"])
     for sequence in by_partition.values():
         switched = [i for i in range(1, len(sequence)) if sequence[i] != sequence[i - 1]]
         assert len(switched) <= 1, sequence
@@ -351,14 +352,14 @@ def test_labels_fold_into_merchant_state_and_bad_labels_dead_letter(
         scorer.wait_ready()
         store = FeatureStore(redis.Redis.from_url(stack.redis_url), world.key_prefix)
         wait_until(
-            lambda: store.merchant_state(merchant).frauds, 30, "the fraud label to be folded"
+            lambda: bool(store.merchant_state(merchant).frauds), 30, "the fraud label to be folded"
         )
         letters = read_topic(kafka, world.labels_dlq, expect=1, timeout_s=30)
         time.sleep(1)
         # Counted once, from the first label's available_at; the legit label not at all.
         assert store.merchant_state(merchant).frauds == {"t-1": 1795168800000}
-        headers = dict(letters[0].headers())
-        assert headers["dlq.reason"] == b"schema_violation"
-        assert headers["dlq.field"] == b"label"
+        headers = kafka_headers(letters[0])
+        assert headers["dlq.reason"] == "schema_violation"
+        assert headers["dlq.field"] == "label"
     finally:
         scorer.stop()
