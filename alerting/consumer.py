@@ -13,7 +13,6 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import orjson
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from sqlalchemy.exc import OperationalError
 
@@ -22,7 +21,7 @@ from alerting.dlq import DeadLetters
 from alerting.metrics import RECEIVED, STORED
 from alerting.settings import AlertingSettings
 from alerting.store import AlertStore, StoredAlert
-from fraudcore.contracts import ContractError, parse_time, validate
+from fraudcore.contracts import ContractError, decode_record, parse_time
 from fraudcore.kafka import consumer_config
 from fraudcore.logs import kv
 
@@ -44,15 +43,7 @@ class DependencyLost(RuntimeError):
 
 def decode_alert(raw: bytes | None) -> tuple[dict[str, Any], float, float]:
     """Bytes from the alerts topic -> (alert, event time, processed_at) in epoch seconds."""
-    if not raw:
-        raise ContractError("empty", "message has no value")
-    try:
-        record = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ContractError("unparseable", f"not valid JSON: {exc}") from None
-    if not isinstance(record, dict):
-        raise ContractError("not_an_object", f"expected a JSON object, got {type(record).__name__}")
-    validate("alerts", record)
+    record = decode_record(raw, "alerts")
     return (
         record,
         parse_time(record["event_time"], "event_time"),

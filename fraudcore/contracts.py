@@ -113,17 +113,9 @@ def decode_transaction(
     Raises ContractError with reason one of: empty, oversized, unparseable, not_an_object,
     missing_field, schema_violation, bad_timestamp, bad_amount.
     """
-    if not raw:
-        raise ContractError("empty", "message has no value")
-    if len(raw) > max_bytes:
+    if raw and len(raw) > max_bytes:
         raise ContractError("oversized", f"{len(raw)} bytes is over the {max_bytes}-byte limit")
-    try:
-        record = orjson.loads(raw)  # strict RFC 8259: NaN and Infinity do not parse
-    except orjson.JSONDecodeError as exc:
-        raise ContractError("unparseable", f"not valid JSON: {exc}") from None
-    if not isinstance(record, dict):
-        raise ContractError("not_an_object", f"expected a JSON object, got {type(record).__name__}")
-    validate("transactions", record)
+    record = decode_record(raw, "transactions")
     amount = record["amount"]
     if isinstance(amount, bool) or not math.isfinite(amount):
         raise ContractError("bad_amount", f"must be a finite number, got {amount!r}", "amount")
@@ -139,15 +131,24 @@ def decode_transaction(
     return record, event_ts
 
 
-def decode_label(raw: bytes | None) -> tuple[dict[str, Any], float]:
-    """Bytes from the labels topic -> (label, available_at in epoch seconds)."""
+def decode_record(raw: bytes | None, contract: str) -> dict[str, Any]:
+    """Message bytes -> a JSON object that passes the contract's schema.
+
+    Raises ContractError with reason empty, unparseable, not_an_object, missing_field or
+    schema_violation."""
     if not raw:
         raise ContractError("empty", "message has no value")
     try:
-        record = orjson.loads(raw)
+        record = orjson.loads(raw)  # strict RFC 8259: NaN and Infinity do not parse
     except orjson.JSONDecodeError as exc:
         raise ContractError("unparseable", f"not valid JSON: {exc}") from None
     if not isinstance(record, dict):
         raise ContractError("not_an_object", f"expected a JSON object, got {type(record).__name__}")
-    validate("labels", record)
+    validate(contract, record)
+    return record
+
+
+def decode_label(raw: bytes | None) -> tuple[dict[str, Any], float]:
+    """Bytes from the labels topic -> (label, available_at in epoch seconds)."""
+    record = decode_record(raw, "labels")
     return record, parse_time(record["available_at"], "available_at")
