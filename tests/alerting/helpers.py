@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,14 +21,10 @@ import httpx
 from confluent_kafka import Consumer, Message, Producer
 
 from fraudcore.contracts import format_time
+from tests.processes import terminate
+from tests.stack import free_port
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_alert(
@@ -259,14 +253,8 @@ class Service:
 
     def stop(self, timeout_s: float = 20.0) -> int:
         """SIGTERM and wait; returns the exit code."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-                raise AssertionError(f"no clean stop in {timeout_s}s:\n{self.log()}") from None
+        if not terminate(self.proc, timeout_s):
+            raise AssertionError(f"no clean stop in {timeout_s}s:\n{self.log()}")
         self.http.close()
         self._log.close()
         return int(self.proc.returncode)

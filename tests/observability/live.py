@@ -6,8 +6,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,12 +18,8 @@ import httpx
 import yaml
 
 from tests.observability.sources import REPO, RULE_FILES
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from tests.processes import terminate
+from tests.stack import free_port
 
 
 @dataclass
@@ -57,13 +51,7 @@ class Proc:
         )
 
     def stop(self, timeout_s: float = 20.0) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        terminate(self.proc, timeout_s)
 
 
 def wait_http(url: str, proc: Proc, timeout_s: float) -> None:
