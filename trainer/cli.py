@@ -1,4 +1,4 @@
-"""`python -m trainer`: train, handbook, bootstrap, promote."""
+"""`python -m trainer`: train, handbook, handbook-stream, bootstrap, promote."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -249,13 +250,7 @@ def handbook(
         )
         return
     options = RunOptions(
-        data=DataRequest(
-            path=data,
-            preset="handbook",
-            since=book_holdout(train_days).train_start - 31 * 86400.0,
-            until=book_holdout().test_end,
-            label_delay_s=7 * 86400.0,
-        ),
+        data=_handbook_data(data, train_days),
         split=SplitRequest(kind="book", book_train_days=train_days),
         configs=[_config(settings, k, seed, None, tuning) for k in kinds],
         register=False,
@@ -286,6 +281,76 @@ def handbook(
             for k, v in BOOK_BASELINES.items()
         },
     }
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(document, indent=2, default=str))
+    console.print(f"results written to {results}")
+
+
+def _handbook_data(path: Path, train_days: int) -> DataRequest:
+    """The handbook's rows from 31 days before training (full 30-day windows) to the end
+    of the book's test week, labels 7 days late."""
+    return DataRequest(
+        path=path,
+        preset="handbook",
+        since=book_holdout(train_days).train_start - 31 * 86400.0,
+        until=book_holdout().test_end,
+        label_delay_s=7 * 86400.0,
+    )
+
+
+@app.command("handbook-stream")
+def handbook_stream(
+    data: Annotated[Path, typer.Option(help="The handbook's transactions.csv.gz.")] = HANDBOOK_FILE,
+    seed: SeedOpt = None,
+    train_days: Annotated[
+        int, typer.Option(min=7, help="Training days ending 2018-07-31 (the book: 7).")
+    ] = 7,
+    speed: Annotated[
+        float, typer.Option(help="Replay speed passed to the producer (0: as fast as possible).")
+    ] = 0.0,
+    replay_timeout: Annotated[float, typer.Option(help="Longest replay, seconds.")] = 1800.0,
+    drain_timeout: Annotated[
+        float, typer.Option(help="Longest wait for the last scores after the replay, seconds.")
+    ] = 900.0,
+    results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
+        REPO_ROOT / ".run" / "trainer" / "handbook-stream.json"
+    ),
+    quiet: QuietOpt = False,
+) -> None:
+    """The handbook benchmark both ways: offline, and through Kafka with the real producer
+    and scorer (fresh topics, model and feature state; needs the stack and REDIS_URL)."""
+    from trainer.stream_eval import StreamOptions, StreamSettings, run_stream_benchmark
+    from trainer.stream_report import print_report
+
+    setup_logging("trainer")
+    settings = load_settings(StreamSettings, model_name=f"handbook-stream-{uuid.uuid4().hex[:8]}")
+    options = StreamOptions(
+        data=_handbook_data(data, train_days),
+        split=SplitRequest(kind="book", book_train_days=train_days),
+        config=_config(settings, "hist_gb", seed, None, {}),
+        speed=speed,
+        replay_timeout_s=replay_timeout,
+        drain_timeout_s=drain_timeout,
+    )
+    started = time.perf_counter()
+    load_at_start = os.getloadavg()
+    document = run_stream_benchmark(settings, options, Bars(enabled=not quiet))
+    load = os.getloadavg()
+    document = {
+        "command": "python -m trainer " + " ".join(sys.argv[1:]),
+        "machine": (
+            f"{os.cpu_count()} cores; load average (1/5/15 min) at the start "
+            f"{load_at_start[0]:.1f}/{load_at_start[1]:.1f}/{load_at_start[2]:.1f}, at the end "
+            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, 1-min peak {document['peak_load_1m']:.1f}"
+        ),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        **document,
+        "book_baselines": {
+            k: dict(zip(("roc_auc", "average_precision", "card_precision_at_100"), v, strict=True))
+            for k, v in BOOK_BASELINES.items()
+        },
+    }
+    print_report(console, document, BOOK_BASELINES)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(document, indent=2, default=str))
     console.print(f"results written to {results}")
