@@ -23,6 +23,7 @@ from bench.machine import LoadMonitor, Proc
 from bench.world import ScorerProcess, World
 from fraudcore.logs import kv
 from fraudcore.settings import REPO_ROOT
+from scorer.metrics import STAGES
 
 logger = logging.getLogger(__name__)
 PERCENTILES = (50, 95, 99, 99.9)
@@ -93,6 +94,20 @@ def summarise(latency: np.ndarray) -> dict[str, float]:
     return out
 
 
+def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """Mean batch size and milliseconds per batch in each stage between two scrapes."""
+    count = after.get("scorer_batch_size_count", 0.0) - before.get("scorer_batch_size_count", 0.0)
+    if count <= 0:
+        return {}
+    size = after.get("scorer_batch_size_sum", 0.0) - before.get("scorer_batch_size_sum", 0.0)
+    out = {"batches": int(count), "mean_size": round(size / count, 1)}
+    for stage in STAGES:
+        key = f'scorer_stage_seconds_sum{{stage="{stage}"}}'
+        spent = after.get(key, 0.0) - before.get(key, 0.0)
+        out[f"{stage}_ms"] = round(spent / count * 1000, 2)
+    return out
+
+
 def start_loadgen(
     world: World, rate: int, warmup_s: float, measure_s: float, users: int, merchants: int
 ) -> subprocess.Popen[bytes]:
@@ -126,16 +141,19 @@ def one_level(
     loadgen = start_loadgen(world, rate, warmup_s, measure_s, users, merchants)
     cpu_at_window: float | None = None
     window_wall: float | None = None
+    metrics_at_window: dict[str, float] = {}
     started = time.time()
     while loadgen.poll() is None:
         reader.poll(0.2)
         if cpu_at_window is None and time.time() - started >= warmup_s:
             cpu_at_window, window_wall = proc.cpu_seconds(), time.time()
+            metrics_at_window = scorer.metrics()
     out, _ = loadgen.communicate()
     if loadgen.returncode != 0:
         raise RuntimeError(f"load generator failed ({loadgen.returncode}) at {rate}/s")
     sent_info = orjson.loads(out.splitlines()[-1])
     cpu_end, wall_end = proc.cpu_seconds(), time.time()
+    batches = per_batch(metrics_at_window, scorer.metrics())
     # Everything sent must come back; how long that takes is part of the result.
     deadline = time.monotonic() + DRAIN_GRACE_S
     while len(reader.event) < sent_info["sent"] and time.monotonic() < deadline:
@@ -156,6 +174,7 @@ def one_level(
         "window_scored": int(window.sum()),
         "window_missing": missing,
         "loadgen_max_behind_s": sent_info["max_behind_s"],
+        "batch": batches,
         **summarise(measured),
         "machine": monitor.between(window_wall or started, wall_end),
     }

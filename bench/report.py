@@ -177,6 +177,25 @@ def _latency_table(results: dict[str, Any]) -> list[str]:
                 + f" | {_num(lv.get('max_ms'), ' ms', 0)} | {lv.get('scorer_cpu_share', 0):.0%} | "
                 f"{_load(lv['machine'])} |"
             )
+    lines += [
+        "",
+        "Per micro-batch inside the scorer during those windows (ms; `commit` excludes `produce`):",
+        "",
+        "| delivery | offered tx/s | batches | mean size | decode | features | model | produce "
+        "| commit |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for mode, run in results.get("latency", {}).items():
+        for lv in run["levels"]:
+            b = lv.get("batch") or {}
+            if not b:
+                continue
+            commit = b["commit_ms"] - b["produce_ms"]
+            lines.append(
+                f"| {mode} | {lv['offered_tx_s']:,} | {b['batches']:,} | {b['mean_size']} | "
+                f"{b['decode_ms']} | {b['features_ms']} | {b['model_ms']} | {b['produce_ms']} | "
+                f"{commit:.2f} |"
+            )
     return lines
 
 
