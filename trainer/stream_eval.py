@@ -111,7 +111,7 @@ class OutputReader:
                 logger.warning("consume error, retrying %s", kv(error=error))
                 continue
             if msg.topic() == self.topics.topic_scores:
-                self.scores.add(msg.value())
+                self.scores.add(msg.value(), msg.partition() or 0)
             else:
                 self.dead[_dead_letter_kind(msg, self.topics)] += 1
         return len(messages)
@@ -225,6 +225,7 @@ def run_stream_benchmark(
             "invalid_scores": dict(reader.scores.invalid),
             "dead_lettered": dict(reader.dead),
             "labels_read": len(stream.labels),
+            "partition_skew_hours": reader.scores.partition_skew_hours(),
             "invalid_labels": dict(stream.label_invalid),
         },
         "comparison": comparison,

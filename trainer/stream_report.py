@@ -50,6 +50,7 @@ def print_report(
         ("dead-lettered", ", ".join(f"{k} {v}" for k, v in dead.items()) or "0"),
         ("duplicate scores", str(counts["duplicate_scores"])),
         ("labels read back", f"{counts['labels_read']:,}"),
+        ("partition skew in a scorer batch, hours", _skew(counts["partition_skew_hours"])),
         (
             "test rows with the offline feature vector",
             f"{test['identical_feature_rows']:,} of {test['common_rows']:,}",
@@ -59,6 +60,11 @@ def print_report(
             f"{whole['identical_feature_rows']:,} of {whole['common_rows']:,}",
         ),
         ("features that differ (test rows)", _differing(test["differing_features"])),
+        ("features that differ (all rows)", _differing(whole["differing_features"])),
+        (
+            "event times of differing rows",
+            f"{whole['differing_first']} .. {whole['differing_last']}",
+        ),
         ("max score gap, identical vectors", f"{test['max_score_gap_identical_features']:.1e}"),
         ("model", f"{document['model_name']} v{document['model_version']}"),
     ]
@@ -74,6 +80,12 @@ def print_report(
     timing.add_row("total", f"{document['total_seconds']:.1f}")
     console.print(timing)
     console.print(document["machine"])
+
+
+def _skew(skew: dict[str, float]) -> str:
+    if not skew.get("batches"):
+        return "-"
+    return f"median {skew['median']}, p90 {skew['p90']}, max {skew['max']} ({skew['batches']:,.0f} batches)"
 
 
 def _differing(per_feature: dict[str, dict[str, float]]) -> str:

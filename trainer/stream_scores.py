@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from fraudcore.contracts import ContractError, decode_record, parse_time
 from fraudcore.features import FEATURE_NAMES
@@ -23,6 +24,7 @@ from trainer.dataset import FeatureTable
 from trainer.holdout import Holdout, Split, make_split
 from trainer.labels import LabelBook
 from trainer.metrics import evaluate
+from trainer.timeutil import iso
 
 logger = logging.getLogger(__name__)
 
@@ -39,6 +41,10 @@ class ScoreCollector:
     cards: list[str] = field(default_factory=list)
     scores: list[float] = field(default_factory=list)
     vectors: list[list[float]] = field(default_factory=list)
+    # Where each score came from: its partition (= its transaction's: same key, same
+    # partition count, same client partitioner) and its scorer batch (processed_at).
+    partitions: list[int] = field(default_factory=list)
+    batches: list[str] = field(default_factory=list)
     duplicates: int = 0
     invalid: Counter[str] = field(default_factory=Counter)
     _seen: set[str] = field(default_factory=set)
@@ -46,7 +52,7 @@ class ScoreCollector:
     def __len__(self) -> int:
         return len(self.ids)
 
-    def add(self, raw: bytes | None) -> None:
+    def add(self, raw: bytes | None, partition: int = 0) -> None:
         try:
             record = decode_record(raw, "scores")
             event_ts = parse_time(record["event_time"], "event_time")
@@ -65,6 +71,28 @@ class ScoreCollector:
         self.scores.append(float(record["score"]))
         # JSON null is a missing feature (NaN), as in the offline table.
         self.vectors.append([_value(features.get(name)) for name in FEATURE_NAMES])
+        self.partitions.append(partition)
+        self.batches.append(record["processed_at"])
+
+    def partition_skew_hours(self) -> dict[str, float]:
+        """How far apart in event time the partitions were when the scorer scored them:
+        per scorer batch, the latest event time of each partition in it, max minus min.
+        Merchant state is shared by every partition, so a partition that runs ahead sees
+        merchant days the others have not counted yet."""
+        frame = pd.DataFrame(
+            {"batch": self.batches, "partition": self.partitions, "ts": self.times}
+        )
+        latest = frame.groupby(["batch", "partition"])["ts"].max()
+        by_batch = latest.groupby(level="batch")
+        spread = (by_batch.max() - by_batch.min())[by_batch.size() > 1] / 3600.0
+        if spread.empty:
+            return {"batches": 0.0}
+        return {
+            "batches": float(spread.size),
+            "median": round(float(spread.median()), 2),
+            "p90": round(float(spread.quantile(0.9)), 2),
+            "max": round(float(spread.max()), 2),
+        }
 
     def table(self, labels: LabelBook) -> tuple[FeatureTable, np.ndarray]:
         """(feature table in event-time order, scores in the same order)."""
@@ -136,6 +164,7 @@ def compare_rows(
                     float(np.mean(a[differs, col] - b[differs, col])), 4
                 ),
             }
+    differing_ts = offline.event_ts[offline_rows][off_index][~identical]
     gap = np.abs(offline_scores[offline_rows][off_index] - stream_scores[stream_rows][on_index])
     return {
         "offline_rows": int(off_ids.size),
@@ -146,6 +175,8 @@ def compare_rows(
         "identical_feature_rows": int(identical.sum()),
         "differing_feature_rows": int((~identical).sum()),
         "differing_features": per_feature,
+        "differing_first": iso(float(differing_ts.min())) if differing_ts.size else None,
+        "differing_last": iso(float(differing_ts.max())) if differing_ts.size else None,
         "max_score_gap_identical_features": float(gap[identical].max()) if identical.any() else 0.0,
         "max_score_gap": float(gap.max()) if gap.size else 0.0,
     }

@@ -50,7 +50,7 @@ def _score(features: np.ndarray) -> np.ndarray:
     return 1 / (1 + np.exp(-features[:, FEATURE_INDEX["amount"]] / 100))
 
 
-def _message(table: Any, row: int, score: float, vector: np.ndarray) -> bytes:
+def _message(table: Any, row: int, score: float, vector: np.ndarray, batch: float = T0) -> bytes:
     return orjson.dumps(
         {
             "schema_version": 1,
@@ -63,7 +63,7 @@ def _message(table: Any, row: int, score: float, vector: np.ndarray) -> bytes:
             "model_version": "1",
             # orjson writes NaN as null, like the scorer.
             "features": dict(zip(FEATURE_NAMES, vector.tolist(), strict=True)),
-            "processed_at": format_time(T0),
+            "processed_at": format_time(batch),
         }
     )
 
@@ -124,4 +124,27 @@ def test_streamed_scores_get_the_offline_split_exclusion_and_figures() -> None:
             "mean_offline_minus_online": 1.0,
         }
     }
+    assert (
+        comparison["differing_first"]
+        == comparison["differing_last"]
+        == format_time(offline.event_ts[lagging]).replace(".000Z", "Z")
+    )
     assert comparison["max_score_gap_identical_features"] == 0.0
+
+
+def test_partition_skew_is_measured_within_each_scorer_batch() -> None:
+    table = build_table(_events())
+    vector = table.features[0]
+    collector = ScoreCollector()
+    # Batch 1: partition 1 is 2 h ahead of partition 0 (its latest event counts).
+    for row, partition in ((0, 0), (2, 1), (1, 1)):
+        collector.add(_message(table, row, 0.5, vector, batch=T0 + 1), partition)
+    # Batch 2 holds one partition only: nothing to compare.
+    collector.add(_message(table, 30, 0.5, vector, batch=T0 + 2), 2)
+    hours = (table.event_ts[2] - table.event_ts[0]) / 3600
+    assert collector.partition_skew_hours() == {
+        "batches": 1.0,
+        "median": round(hours, 2),
+        "p90": round(hours, 2),
+        "max": round(hours, 2),
+    }
