@@ -122,6 +122,10 @@ def run(
         float, typer.Option(help="Wait up to this many minutes for a quiet machine.")
     ] = 0.0,
     quiet_load: Annotated[float, typer.Option(help="'Quiet': 1-minute load below this.")] = 1.5,
+    settle: Annotated[
+        float,
+        typer.Option(help="Before each measurement, wait up to this many seconds for quiet."),
+    ] = 0.0,
     keep: Annotated[bool, typer.Option(help="Keep topics, keys and model (debugging).")] = False,
 ) -> None:
     """Run the benchmark and print the summary table."""
@@ -153,6 +157,8 @@ def run(
         naive_seconds=naive_seconds,
         train_days=train_days,
         trees=trees,
+        settle_below=quiet_load if settle > 0 else 0.0,
+        settle_s=settle,
     )
     command = "python -m bench " + shlex.join(sys.argv[1:])
     results = execute(stack, plan, out_dir, command.strip())

@@ -63,3 +63,7 @@ class Plan:
     train_limit: int | None = None
     trees: int = 150
     scorer_env: dict[str, str] = field(default_factory=dict)
+    # Before each measurement, wait up to settle_s for a 1-minute load average below
+    # settle_below (0: do not wait). Other work on a shared machine skews every figure.
+    settle_below: float = 0.0
+    settle_s: float = 300.0

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer
 
-from bench.machine import LoadMonitor, Proc
+from bench.machine import LoadMonitor, Proc, busy_cpu_seconds, neighbour_procs
 from bench.world import ScorerProcess, World
 from fraudcore.logs import kv
 from fraudcore.settings import REPO_ROOT
@@ -142,17 +143,24 @@ def one_level(
     cpu_at_window: float | None = None
     window_wall: float | None = None
     metrics_at_window: dict[str, float] = {}
+    neighbours = neighbour_procs(world.stack)
+    busy_at_window = own_at_window = 0.0
+    neighbours_at_window: dict[str, float] = {}
     started = time.time()
     while loadgen.poll() is None:
         reader.poll(0.2)
         if cpu_at_window is None and time.time() - started >= warmup_s:
             cpu_at_window, window_wall = proc.cpu_seconds(), time.time()
             metrics_at_window = scorer.metrics()
+            busy_at_window, own_at_window = busy_cpu_seconds(), time.process_time()
+            neighbours_at_window = {n: p.cpu_seconds() for n, p in neighbours.items()}
     out, _ = loadgen.communicate()
     if loadgen.returncode != 0:
         raise RuntimeError(f"load generator failed ({loadgen.returncode}) at {rate}/s")
     sent_info = orjson.loads(out.splitlines()[-1])
     cpu_end, wall_end = proc.cpu_seconds(), time.time()
+    busy_end, own_end = busy_cpu_seconds(), time.process_time()
+    neighbours_end = {n: p.cpu_seconds() for n, p in neighbours.items()}
     batches = per_batch(metrics_at_window, scorer.metrics())
     # Everything sent must come back; how long that takes is part of the result.
     deadline = time.monotonic() + DRAIN_GRACE_S
@@ -179,9 +187,20 @@ def one_level(
         "machine": monitor.between(window_wall or started, wall_end),
     }
     if cpu_at_window is not None and window_wall is not None:
-        result["scorer_cpu_share"] = round(
-            (cpu_end - cpu_at_window) / max(wall_end - window_wall, 1e-9), 2
-        )
+        span = max(wall_end - window_wall, 1e-9)
+        scorer_cpu = cpu_end - cpu_at_window
+        result["scorer_cpu_share"] = round(scorer_cpu / span, 2)
+        result["neighbours_cpu_share"] = {
+            n: round((neighbours_end[n] - neighbours_at_window[n]) / span, 2) for n in neighbours
+        }
+        # The load generator's CPU is counted over its whole run (it reports its own).
+        loadgen_share = sent_info["cpu_s"] / max(sent_info["ended"] - sent_info["started"], 1e-9)
+        others = (
+            busy_end - busy_at_window - scorer_cpu - (own_end - own_at_window)
+            - sum(neighbours_end[n] - neighbours_at_window[n] for n in neighbours)
+        ) / span - loadgen_share  # fmt: skip
+        result["loadgen_cpu_share"] = round(loadgen_share, 2)
+        result["others_cpu_cores"] = round(max(0.0, others), 2)
     result.update(proc.memory())
     logger.info(
         "load level done %s",
@@ -200,18 +219,24 @@ def levels(
     users: int,
     merchants: int,
     monitor: LoadMonitor,
+    settle: Callable[[], None],
     **env: str,
 ) -> dict[str, Any]:
-    """One scorer, the offered loads in turn (state carries over, as in production)."""
+    """One scorer, the offered loads in turn (state carries over, as in production);
+    `settle` runs before each level (waiting for a quieter machine)."""
     scorer = world.start_scorer(label, **env)
     reader = ScoreReader(world.stack.kafka, world.scores)
     try:
         ready_s = scorer.wait_ready()
         reader.poll(2.0)  # join the group before the first message is sent
-        results = [
-            one_level(world, scorer, reader, monitor, rate, warmup_s, measure_s, users, merchants)
-            for rate in rates
-        ]
+        results = []
+        for rate in rates:
+            settle()
+            results.append(
+                one_level(
+                    world, scorer, reader, monitor, rate, warmup_s, measure_s, users, merchants
+                )
+            )
     finally:
         reader.close()
         code = scorer.stop()

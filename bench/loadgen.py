@@ -97,6 +97,7 @@ def run(
         "in_window": in_window,
         "achieved_tx_s": round(in_window / measured, 1),
         "max_behind_s": round(behind_max, 3),
+        "cpu_s": round(time.process_time(), 2),
     }
 
 

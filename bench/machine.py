@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -11,6 +12,11 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
+
+from bench.config import Stack
+
+logger = logging.getLogger(__name__)
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -51,6 +57,11 @@ def _busy_total() -> tuple[int, int]:
     return total - idle, total
 
 
+def busy_cpu_seconds() -> float:
+    """CPU seconds all cores have spent busy since boot."""
+    return _busy_total()[0] / CLOCK_TICKS
+
+
 @dataclass
 class Proc:
     """CPU time and memory of one process, from /proc/<pid>."""
@@ -82,6 +93,20 @@ def pid_listening(port: int) -> int | None:
         return None
     match = re.search(r"pid=(\d+)", text)
     return int(match.group(1)) if match else None
+
+
+def neighbour_procs(stack: Stack) -> dict[str, Proc]:
+    """Kafka's and Redis's processes, when they listen on this machine."""
+    ports = {
+        "kafka": urlsplit("//" + stack.kafka_bootstrap.split(",")[0]).port,
+        "redis": urlsplit(stack.redis_url).port,
+    }
+    found = {}
+    for name, port in ports.items():
+        pid = pid_listening(port) if port else None
+        if pid is not None:
+            found[name] = Proc(pid)
+    return found
 
 
 class LoadMonitor:
@@ -122,3 +147,13 @@ class LoadMonitor:
             "load1_max": round(max(loads), 2),
             "cpu_busy": round(sum(s[2] for s in inside) / len(inside), 3),
         }
+
+
+def settle(below: float, max_wait_s: float) -> float:
+    """Wait until the 1-minute load average is under `below` or `max_wait_s` has passed;
+    returns the load average measurement starts at. `below` <= 0: no wait."""
+    deadline = time.monotonic() + max_wait_s
+    while below > 0 and loadavg()[0] >= below and time.monotonic() < deadline:
+        logger.info("waiting for a quieter machine %s", f"load1={loadavg()[0]} below={below}")
+        time.sleep(15)
+    return loadavg()[0]

@@ -48,10 +48,15 @@ def _met(ok: bool | None) -> str:
     return "n/a" if ok is None else ("**yes**" if ok else "**no**")
 
 
-def _load(machine: dict[str, Any] | None) -> str:
+def _load(machine: dict[str, Any] | None, others: float | None = None) -> str:
+    """Load average during a measurement and, when known, the CPU (in cores) that
+    processes other than the scorer, Kafka, Redis and the benchmark used meanwhile."""
     if not machine:
         return ""
-    return f"{machine['load1_mean']:.1f} (max {machine['load1_max']:.1f})"
+    text = f"{machine['load1_mean']:.1f} (max {machine['load1_max']:.1f})"
+    if others is not None:
+        text += f"; others {others:.2f} cores"
+    return text
 
 
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
@@ -65,7 +70,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "goal": f">= {TARGETS['throughput']:,} tx/s",
                 "measured": f"{main['steady_tx_s']:,} tx/s",
                 "met": main["steady_tx_s"] >= TARGETS["throughput"],
-                "load": _load(main["machine"]),
+                "load": _load(main["machine"], main.get("others_cpu_cores")),
             }
         )
     level = _level(results, "exactly_once", 5000)
@@ -77,7 +82,7 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "goal": f"<= {TARGETS['p99_ms_at_5000']:.0f} ms",
                 "measured": _num(p99, " ms", 1),
                 "met": p99 is not None and p99 <= TARGETS["p99_ms_at_5000"],
-                "load": _load(level["machine"]),
+                "load": _load(level["machine"], level.get("others_cpu_cores")),
             }
         )
     naive = results.get("naive")
@@ -125,11 +130,15 @@ def markdown(results: dict[str, Any]) -> str:
         "",
         f"Command: `{results['command']}`",
         "",
+        "*Other work* = CPU (in cores) that processes other than the scorer, Kafka, Redis, "
+        "the load generator and the benchmark used during a measurement, i.e. other jobs "
+        "on the shared machine.",
+        "",
         f"Input: {results['input']['source']}, {results['input']['transactions']:,} "
         f"transactions, {results['input']['users']:,} cards. Model: IsolationForest, "
         f"{results['model']['trees']} trees (what `python -m trainer` fits), registered in MLflow.",
         "",
-        "| target | goal | measured | met | load avg during (1 min) |",
+        "| target | goal | measured | met | load avg during (1 min); other work |",
         "|---|---|---|---|---|",
     ]
     for t in targets(results):
@@ -139,7 +148,7 @@ def markdown(results: dict[str, Any]) -> str:
     lines += ["", "**Throughput** (one `python -m scorer` draining the pre-filled topic):", ""]
     lines += [
         "| run | steady tx/s (10-90 %) | whole drain tx/s | scorer CPU µs/tx | "
-        "CPU scorer / Kafka / Redis | peak RSS | load avg |",
+        "CPU scorer / Kafka / Redis | peak RSS | load avg; other work |",
         "|---|---|---|---|---|---|---|",
     ]
     for name, run in results.get("throughput", {}).items():
@@ -150,7 +159,8 @@ def markdown(results: dict[str, Any]) -> str:
         lines.append(
             f"| {name} | {run['steady_tx_s']:,} | {run['overall_tx_s']:,} | "
             f"{run['scorer_cpu_us_per_tx']} | {' / '.join(f'{v:.0%}' for v in shares)} | "
-            f"{run['peak_rss_bytes'] / 2**20:,.0f} MB | {_load(run['machine'])} |"
+            f"{run['peak_rss_bytes'] / 2**20:,.0f} MB | "
+            f"{_load(run['machine'], run.get('others_cpu_cores'))} |"
         )
     lines += _latency_table(results)
     lines += _stages_table(results)
@@ -165,7 +175,7 @@ def _latency_table(results: dict[str, Any]) -> list[str]:
         "process → a `read_committed` consumer receives the score):",
         "",
         "| delivery | offered tx/s | achieved tx/s | p50 | p95 | p99 | p99.9 | max | "
-        "scorer CPU | load avg |",
+        "scorer CPU | load avg; other work |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for mode, run in results.get("latency", {}).items():
@@ -175,7 +185,7 @@ def _latency_table(results: dict[str, Any]) -> list[str]:
                 f"| {mode} | {lv['offered_tx_s']:,} | {lv['achieved_tx_s']:,.0f} | "
                 + " | ".join(cells)
                 + f" | {_num(lv.get('max_ms'), ' ms', 0)} | {lv.get('scorer_cpu_share', 0):.0%} | "
-                f"{_load(lv['machine'])} |"
+                f"{_load(lv['machine'], lv.get('others_cpu_cores'))} |"
             )
     lines += [
         "",

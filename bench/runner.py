@@ -17,7 +17,7 @@ import orjson
 
 from bench import data, latency, model, report, throughput
 from bench.config import Plan, Stack
-from bench.machine import LoadMonitor, loadavg, machine
+from bench.machine import LoadMonitor, loadavg, machine, settle
 from bench.redisstats import server_stats, state_memory
 from bench.world import World
 from fraudcore.logs import kv
@@ -143,17 +143,24 @@ def _run(
     runs: dict[str, Any] = {}
     results["throughput"] = runs
     results["memory"] = {}
+
+    def quiet() -> None:
+        settle(plan.settle_below, plan.settle_s)
+
     for mode in plan.modes:
+        quiet()
         runs[mode] = throughput.drain(drain_world, mode, n, monitor, SCORER_DELIVERY=mode)
         if mode == "exactly_once":
             results["memory"]["enriched"] = state_memory(
                 stack.redis_url, drain_world.key_prefix(mode)
             )
     if plan.no_scores_variant:
+        quiet()
         runs["exactly_once_no_scores"] = throughput.drain(
             drain_world, "no-scores", n, monitor, SCORER_EMIT_SCORES="false"
         )
     if plan.naive_messages > 0:
+        quiet()
         naive_started = time.time()
         results["naive"] = run_naive(drain_world, stack, model_name, plan)
         results["naive"]["machine"] = monitor.between(naive_started, time.time())
@@ -166,6 +173,7 @@ def _run(
         )
         plain_world = new_world()
         throughput.prefill(stack.kafka, plain_world.transactions, plain.encoded())
+        quiet()
         runs["exactly_once_plain_handbook"] = throughput.drain(
             plain_world, "plain", len(plain.records), monitor
         )
@@ -185,7 +193,7 @@ def _run(
         try:
             results["latency"][mode] = latency.levels(
                 load_world, run, loads, plan.warmup_s, plan.measure_s,
-                plan.load_users, plan.load_merchants, monitor, SCORER_DELIVERY=mode,
+                plan.load_users, plan.load_merchants, monitor, quiet, SCORER_DELIVERY=mode,
             )  # fmt: skip
         finally:
             load_world.cleanup()

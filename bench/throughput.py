@@ -6,12 +6,11 @@ from __future__ import annotations
 import logging
 import time
 from typing import Any
-from urllib.parse import urlsplit
 
 import numpy as np
 from confluent_kafka import Producer
 
-from bench.machine import LoadMonitor, Proc, pid_listening
+from bench.machine import LoadMonitor, Proc, busy_cpu_seconds, neighbour_procs
 from bench.redisstats import delta, server_stats
 from bench.world import World
 from fraudcore.kafka import producer_config
@@ -79,8 +78,9 @@ def drain(
     try:
         ready_s = scorer.wait_ready()
         proc = Proc(scorer.proc.pid)
-        neighbours = _neighbours(world)
+        neighbours = neighbour_procs(world.stack)
         neighbours_before = {name: p.cpu_seconds() for name, p in neighbours.items()}
+        busy_before, own_before = busy_cpu_seconds(), time.process_time()
         redis_before = server_stats(world.stack.redis_url)
         cpu_before = proc.cpu_seconds()
         wall_start = time.time()
@@ -104,6 +104,11 @@ def drain(
             name: round(p.cpu_seconds() - neighbours_before[name], 1)
             for name, p in neighbours.items()
         }
+        # Whatever else ran on the machine meanwhile (other people's work), in cores.
+        others = (
+            busy_cpu_seconds() - busy_before - cpu_s - sum(neighbours_cpu.values())
+            - (time.process_time() - own_before)
+        )  # fmt: skip
     finally:
         code = scorer.stop()
         if code != 0:
@@ -120,6 +125,7 @@ def drain(
         # CPU seconds the broker and Redis used meanwhile (they share the machine).
         "neighbours_cpu_s": neighbours_cpu,
         "wall_s": round(wall_end - wall_start, 2),
+        "others_cpu_cores": round(max(0.0, others) / max(wall_end - wall_start, 1e-9), 2),
         **memory,
         "stages_us_per_tx": stage_costs(metrics, expected),
         "batches": int(metrics.get("scorer_batch_size_count", 0)),
@@ -132,20 +138,6 @@ def drain(
            load=result["machine"]["load1_mean"]),
     )  # fmt: skip
     return result
-
-
-def _neighbours(world: World) -> dict[str, Proc]:
-    """Kafka's and Redis's processes when they run on this machine."""
-    ports = {
-        "kafka": urlsplit("//" + world.stack.kafka_bootstrap.split(",")[0]).port,
-        "redis": urlsplit(world.stack.redis_url).port,
-    }
-    found = {}
-    for name, port in ports.items():
-        pid = pid_listening(port) if port else None
-        if pid is not None:
-            found[name] = Proc(pid)
-    return found
 
 
 def stage_costs(metrics: dict[str, float], transactions: int) -> dict[str, float]:
