@@ -67,14 +67,19 @@ def main(argv: list[str] | None = None) -> int:
     except TimeoutError as exc:
         logger.error("dependency never came up %s", kv(error=exc))
         return 1
+    folder: LabelFolder | None = None
     if not args.no_labels:
         assert scorer.store is not None
-        LabelFolder(settings, scorer.store, stop).start()
+        folder = LabelFolder(settings, scorer.store, stop)
+        folder.start()
     try:
         return scorer.run()
     finally:
         stop.set()
         server.should_exit = True
+        if folder is not None:
+            # Its consumer must leave the group, or the group waits for its session to expire.
+            folder.thread.join(timeout=10)
         api.join(timeout=5)
 
 
