@@ -95,7 +95,7 @@ def run(
     ] = None,
     loads: Annotated[
         str, typer.Option(help="Offered loads for the latency runs, tx/s, comma-separated.")
-    ] = "1000,5000,10000",
+    ] = "1000,2500,5000,10000",
     warmup: Annotated[float, typer.Option(help="Seconds of warm-up per load level.")] = 10.0,
     measure: Annotated[float, typer.Option(help="Measured seconds per load level.")] = 40.0,
     load_users: Annotated[int, typer.Option(help="Cards in the open-loop traffic.")] = 200_000,
@@ -104,7 +104,9 @@ def run(
     at_least_once: Annotated[
         bool, typer.Option(help="Also measure SCORER_DELIVERY=at_least_once.")
     ] = True,
-    alo_load: Annotated[int, typer.Option(help="Load of the at-least-once latency run.")] = 5000,
+    alo_loads: Annotated[
+        str, typer.Option(help="Offered loads of the at-least-once latency run, tx/s.")
+    ] = "1000,5000",
     no_scores_variant: Annotated[
         bool, typer.Option(help="Also drain with SCORER_EMIT_SCORES=false.")
     ] = True,
@@ -152,7 +154,7 @@ def run(
         warmup_s=warmup,
         measure_s=measure,
         load_users=load_users,
-        alo_latency_load=alo_load if at_least_once else 0,
+        alo_latency_loads=_ints(alo_loads) if at_least_once else (),
         naive_messages=naive_messages,
         naive_seconds=naive_seconds,
         train_days=train_days,

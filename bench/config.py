@@ -48,13 +48,13 @@ class Plan:
     # Redis memory is also measured on the plain handbook columns (what the lead measured).
     plain_memory: bool = True
     # Open-loop latency: offered loads (tx/s), warm-up and measured seconds per level.
-    loads: tuple[int, ...] = (1000, 5000, 10000)
+    loads: tuple[int, ...] = (1000, 2500, 5000, 10000)
     warmup_s: float = 10.0
     measure_s: float = 40.0
     load_users: int = 200_000
     load_merchants: int = 20_000
-    # The at-least-once latency is measured at this load (0: not measured).
-    alo_latency_load: int = 5000
+    # The at-least-once latency is measured at these loads (empty: not measured).
+    alo_latency_loads: tuple[int, ...] = (1000, 5000)
     # Naive baseline: at most this many messages or seconds, whichever first.
     naive_messages: int = 3000
     naive_seconds: float = 60.0

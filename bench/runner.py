@@ -185,8 +185,8 @@ def _run(
     latency_runs: list[tuple[str, str, tuple[int, ...]]] = []
     if plan.loads:
         latency_runs.append(("exactly_once", "latency-eos", plan.loads))
-    if plan.alo_latency_load and "at_least_once" in plan.modes:
-        latency_runs.append(("at_least_once", "latency-alo", (plan.alo_latency_load,)))
+    if plan.alo_latency_loads and "at_least_once" in plan.modes:
+        latency_runs.append(("at_least_once", "latency-alo", plan.alo_latency_loads))
     results["latency"] = {}
     for mode, run, loads in latency_runs:
         load_world = new_world()
