@@ -82,9 +82,11 @@ def drain(
         neighbours_before = {name: p.cpu_seconds() for name, p in neighbours.items()}
         busy_before, own_before = busy_cpu_seconds(), time.process_time()
         redis_before = server_stats(world.stack.redis_url)
-        cpu_before = proc.cpu_seconds()
+        # The scorer may commit its first batches between /ready and this line: CPU is
+        # charged only to the transactions committed after this baseline.
+        cpu_before, scored_before = proc.cpu_seconds(), scorer.scored()
         wall_start = time.time()
-        samples: list[tuple[float, float, float]] = []
+        samples: list[tuple[float, float, float]] = [(time.monotonic(), scored_before, cpu_before)]
         deadline = time.monotonic() + timeout_s
         scored = 0.0
         while scored < expected:
@@ -100,6 +102,12 @@ def drain(
         metrics = scorer.metrics()
         memory = proc.memory()
         cpu_s = samples[-1][2] - cpu_before
+        measured_tx = samples[-1][1] - scored_before
+        if measured_tx < expected / 2:
+            raise RuntimeError(
+                f"{label}: {scored_before:.0f} of {expected} were scored before measuring began;"
+                " the drain is too short to measure (raise --drain-limit)"
+            )
         neighbours_cpu = {
             name: round(p.cpu_seconds() - neighbours_before[name], 1)
             for name, p in neighbours.items()
@@ -120,8 +128,8 @@ def drain(
         "env": env,
         "ready_s": round(ready_s, 1),
         **rates(table, expected),
-        "scorer_cpu_s": round(cpu_s, 1),
-        "scorer_cpu_us_per_tx": round(cpu_s / expected * 1e6, 1),
+        "scorer_cpu_s": round(cpu_s, 3),
+        "scorer_cpu_us_per_tx": round(cpu_s / measured_tx * 1e6, 1),
         # CPU seconds the broker and Redis used meanwhile (they share the machine).
         "neighbours_cpu_s": neighbours_cpu,
         "wall_s": round(wall_end - wall_start, 2),

@@ -17,7 +17,7 @@ from tests.stack import TestStack
 TINY = Plan(
     source="synthetic",
     days=1,
-    drain_limit=500,
+    drain_limit=5000,
     partitions=2,
     modes=("exactly_once",),
     no_scores_variant=False,
@@ -48,10 +48,10 @@ def test_tiny_benchmark_writes_complete_results(stack: TestStack, tmp_path: Path
     saved = orjson.loads(Path(files["json"]).read_bytes())
     for key in ("machine", "input", "model", "throughput", "memory", "latency", "naive"):
         assert key in saved, key
-    assert saved["input"]["transactions"] == 500
+    assert saved["input"]["transactions"] == 5000
 
     drain = saved["throughput"]["exactly_once"]
-    assert drain["transactions"] == 500
+    assert drain["transactions"] == 5000
     for key in ("steady_tx_s", "overall_tx_s", "scorer_cpu_s", "peak_rss_bytes"):
         assert _positive(drain[key]), key
     assert set(drain["stages_us_per_tx"]) == {"decode", "features", "model", "produce", "commit"}
