@@ -1,0 +1,250 @@
+"""The fast transaction check against the full JSON Schema path, message by message.
+
+decode_transaction skips fastjsonschema when a check generated from the same schema proves
+the message valid. These tests feed thousands of seeded messages, valid and broken in
+every way we could think of, through decode_transaction and through `full_path` (the
+decode as it was before the fast check, kept here as the reference) and require the same
+record and event time, or the same ContractError (reason, field, detail).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import fastjsonschema
+import pytest
+
+from fraudcore import contracts
+from fraudcore.contracts import (
+    DEFAULT_MAX_FUTURE_S,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    EARLIEST_EVENT_TIME,
+    ContractError,
+    build_fast_check,
+    decode_record,
+    decode_transaction,
+    load_schema,
+    parse_time,
+)
+
+NOW = 1_795_000_000.0  # 2026-11-18, fixed so the plausible-time range is deterministic
+SCHEMA = load_schema("transactions")
+OPTIONAL = sorted(set(SCHEMA["properties"]) - set(SCHEMA["required"]))
+
+
+def full_path(raw: bytes | None, now: float = NOW) -> tuple[dict[str, Any], float]:
+    """decode_transaction before the fast check: every message through fastjsonschema."""
+    if raw and len(raw) > DEFAULT_MAX_MESSAGE_BYTES:
+        raise ContractError(
+            "oversized", f"{len(raw)} bytes is over the {DEFAULT_MAX_MESSAGE_BYTES}-byte limit"
+        )
+    record = decode_record(raw, "transactions")
+    amount = record["amount"]
+    if isinstance(amount, bool) or not math.isfinite(amount):
+        raise ContractError("bad_amount", f"must be a finite number, got {amount!r}", "amount")
+    event_ts = parse_time(record["timestamp"])
+    if not EARLIEST_EVENT_TIME <= event_ts <= now + DEFAULT_MAX_FUTURE_S:
+        raise ContractError(
+            "bad_timestamp",
+            f"{record['timestamp']} is outside the plausible range "
+            f"[2000-01-01, now + {DEFAULT_MAX_FUTURE_S:.0f}s]",
+            "timestamp",
+        )
+    return record, event_ts
+
+
+def outcome(decode: Callable[[bytes | None], tuple[dict[str, Any], float]], raw: Any) -> Any:
+    try:
+        record, event_ts = decode(raw)
+    except ContractError as error:
+        return ("error", error.reason, error.field, error.detail)
+    # repr() tells 0.1 from 0.1000000001 and -0.0 from 0.0, and 1 from 1.0.
+    return ("ok", repr(record), repr(event_ts))
+
+
+# Values that sit on or next to every edge the schema draws, and things that are no value
+# of the right kind at all.
+ODD_VALUES: list[Any] = [
+    None, True, False, 0, 1, -1, 1.0, 0.5, -0.0, 1e308, -1e308, 10**30, -(10**30), 2**63,
+    "", "x", "1", [], [1], {}, {"a": 1},
+]  # fmt: skip
+TIMES = [
+    "2026-11-01T08:42:17Z", "2026-11-01T08:42:17.1Z", "2026-11-01T08:42:17.123Z",
+    "2026-11-01T08:42:17.123456Z", "2026-11-01T08:42:17.1234567Z",
+    "2026-11-01T08:42:17.999999999+00:00", "2026-11-01T08:42:17+00:00",
+    "2026-11-01T08:42:17.Z", "2026-11-01t08:42:17Z", "2026-11-01T08:42:17z",
+    "2026-11-01 08:42:17Z", "2026-11-01T08:42Z", "20261101T084217Z", "2026-11-01T08:42:17",
+    "2026-11-01T08:42:17-00:00", "2026-11-01T08:42:17+01:00", "2026-11-01T08:42:17+0000",
+    "2026-11-01T08:42:17,5Z", "2026-11-01T08:42:60Z", "2026-11-01T08:60:00Z",
+    "2026-11-01T24:00:00Z", "2026-11-31T00:00:00Z", "2026-13-01T00:00:00Z",
+    "2026-00-01T00:00:00Z", "2026-11-00T00:00:00Z", "2024-02-29T00:00:00Z",
+    "2026-02-29T00:00:00Z", "2000-02-29T12:00:00Z", "1900-02-29T00:00:00Z",
+    "2000-01-01T00:00:00Z", "1999-12-31T23:59:59.999999Z", "0000-01-01T00:00:00Z",
+    "9999-12-31T23:59:59Z", "2026-11-19T00:00:00Z", "2026-11-20T00:00:00Z",
+    "2026-11-01T08:42:17Z\n", "\n2026-11-01T08:42:17Z", " 2026-11-01T08:42:17Z",
+    "2026-11-01T08:42:17ZZ", "２０２６-11-01T08:42:17Z", "2026-11-01T08:42:1٧Z", "Z", "",
+]  # fmt: skip
+STRINGS = [
+    "a", "ü", "日本", "😀" * 64, "😀" * 65, "x" * 63, "x" * 64, "x" * 65, "x" * 127,
+    "x" * 128, "x" * 129, "EUR", "eur", "EURO", "EU", "US", "us", "U", "USA", "ÉU", "EUR\n",
+    "US\n", "pos", "online", "atm", "contactless", "POS", "pos\n", " pos", "a\"b\\c",
+    "\u0000", "\n",
+]  # fmt: skip
+NUMBERS = [
+    0, 0.0, -0.0, 1e-9, -1e-9, 0.01, 89.99999, 90, 90.0, 90.0000001, -90, -90.5, 180, 180.5,
+    -180, -181, 999_999.99, 1_000_000, 1_000_000.0, 1_000_000.01, 10**7, 10**30, 1e308,
+]  # fmt: skip
+
+
+def valid_record(rng: random.Random, i: int) -> dict[str, Any]:
+    record: dict[str, Any] = {
+        "schema_version": 1,
+        "transaction_id": rng.choice([f"t{i}", f"tx-ü-{i}", "x" * 128, "7"]),
+        "user_id": rng.choice([f"c{i % 97}", "日本", 'a"b\\c', "x" * 128, "u"]),
+        "merchant_id": rng.choice([f"m{i % 13}", "t", "😀" * 128]),
+        "amount": rng.choice(
+            [0, 0.0, 1_000_000, 1_000_000.0, 12.34, round(rng.uniform(0, 5000), 2), 7]
+        ),
+        "timestamp": rng.choice(
+            [
+                "2026-11-01T08:42:17.123Z",
+                "2026-11-17T23:59:59Z",
+                "2000-01-01T00:00:00Z",
+                "2026-11-18T10:00:00.5+00:00",
+                "2024-02-29T13:14:15.123456789Z",
+            ]
+        ),
+    }
+    optional = {
+        "currency": rng.choice(["EUR", "USD", "GBP"]),
+        "merchant_category": rng.choice(["grocery", "x" * 64, "ü"]),
+        "channel": rng.choice(SCHEMA["properties"]["channel"]["enum"]),
+        "country": rng.choice(["FR", "US", "PT"]),
+        "lat": rng.choice([-90, 90, 0, round(rng.uniform(-90, 90), 4), -0.0]),
+        "lon": rng.choice([-180, 180, 0, round(rng.uniform(-180, 180), 4)]),
+        "device_id": rng.choice(["dev-1", "x" * 128, "d"]),
+    }
+    for name in OPTIONAL:
+        if rng.random() < 0.7:
+            record[name] = optional[name]
+    if rng.random() < 0.2:
+        record[rng.choice(["extra", "note", "fraud", "ü"])] = rng.choice(ODD_VALUES)
+    items = list(record.items())
+    rng.shuffle(items)  # key order must not matter
+    return dict(items)
+
+
+def mutated(rng: random.Random, base: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """Every field removed, and set to odd values, wrong types and edge values."""
+    for name in SCHEMA["properties"]:
+        gone = dict(base)
+        gone.pop(name, None)
+        yield gone
+        for value in rng.sample(ODD_VALUES, 6) + rng.sample(STRINGS, 6) + rng.sample(NUMBERS, 6):
+            yield {**base, name: value}
+    for stamp in TIMES:
+        yield {**base, "timestamp": stamp}
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    # The standard library, not orjson: it also writes integers beyond 64 bits.
+    return json.dumps(record, ensure_ascii=False).encode()
+
+
+def messages(seed: int) -> Iterator[bytes | None]:
+    rng = random.Random(seed)
+    for i in range(1200):
+        record = valid_record(rng, i)
+        yield encode(record)
+        if i % 25 == 0:
+            for broken in mutated(rng, record):
+                yield encode(broken)
+    # Not a transaction-shaped object at all.
+    yield from [None, b"", b"{", b"[]", b"1", b'"x"', b"null", b"NaN", b'{"amount": NaN}']
+    yield b'{"schema_version": 1}'
+    big = valid_record(rng, 0)
+    big["pad"] = "x" * DEFAULT_MAX_MESSAGE_BYTES
+    yield encode(big)
+    yield encode(valid_record(rng, 1)).replace(b"}", b', "dup": 1, "dup": 2}', 1)
+    yield encode(valid_record(rng, 2))[:-1]
+
+
+def test_fast_check_is_on_for_transactions() -> None:
+    # Otherwise every other test here would compare the full path with itself.
+    assert contracts._fast_check("transactions") is not None
+
+
+def test_decode_transaction_matches_the_full_schema_path(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    validations = 0
+    validate = contracts.validate
+
+    def counting(contract: str, record: Any) -> None:
+        nonlocal validations
+        validations += 1
+        validate(contract, record)
+
+    monkeypatch.setattr(contracts, "validate", counting)
+    compared = accepted = full_on_fast_side = 0
+    for raw in messages(seed=20261121):
+        expected = outcome(full_path, raw)
+        before = validations
+        got = outcome(lambda r: decode_transaction(r, now=NOW), raw)
+        full_on_fast_side += validations - before
+        assert got == expected, raw
+        compared += 1
+        accepted += expected[0] == "ok"
+    assert compared > 5000
+    # Both outcomes occur in bulk, and most valid messages never reached fastjsonschema.
+    assert 1000 < accepted < compared - 1000
+    assert full_on_fast_side < compared - accepted + accepted // 10
+
+
+@pytest.mark.parametrize("closed", [False, True])
+def test_generated_check_never_accepts_what_the_schema_rejects(closed: bool) -> None:
+    # Also the closed variant (additionalProperties: false) of the same schema, straight
+    # against fastjsonschema on parsed objects.
+    schema = copy.deepcopy(SCHEMA)
+    schema["additionalProperties"] = not closed
+    check = build_fast_check(schema)
+    assert check is not None
+    validator = fastjsonschema.compile(schema)
+    rng = random.Random(7)
+    fast_yes = 0
+    for i in range(400):
+        base = valid_record(rng, i)
+        if closed:
+            base = {k: v for k, v in base.items() if k in SCHEMA["properties"]}
+        for record in [base, *mutated(rng, base), {**base, "extra": 1}]:
+            if check(record):
+                fast_yes += 1
+                validator(record)  # raises if the fast check was wrong
+    assert fast_yes > 400
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"additionalProperties": {"type": "string"}},
+        {"patternProperties": {"^x": {"type": "string"}}},
+        {"properties": {"amount": {"type": "number", "exclusiveMinimum": 0}}},
+        {"properties": {"amount": {"type": ["number", "null"]}}},
+        {"properties": {"currency": {"type": "string", "format": "email"}}},
+        {"properties": {"meta": {"type": "object"}}},
+        {"type": ["object", "null"]},
+    ],
+)
+def test_schema_features_it_does_not_mirror_turn_it_off(change: dict[str, Any]) -> None:
+    schema = copy.deepcopy(SCHEMA)
+    for key, value in change.items():
+        if key == "properties":
+            schema["properties"].update(value)
+        else:
+            schema[key] = value
+    assert build_fast_check(schema) is None
