@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 
@@ -250,9 +250,11 @@ MERCHANT_NAMES = FEATURE_NAMES[25:]
 FLAG_FEATURES = frozenset({"is_night", "is_weekend", "user_new_device", "user_new_country"})
 
 
-@dataclass(frozen=True)
-class TxnInput:
-    """The fields of a transaction the features use, in state units."""
+class TxnInput(NamedTuple):
+    """The fields of a transaction the features use, in state units.
+
+    A named tuple, not a frozen dataclass: the scorer builds one per message and this
+    costs about a third as much (construction is a plain tuple.__new__)."""
 
     transaction_id: str
     user_id: str
@@ -266,17 +268,22 @@ class TxnInput:
 
     @classmethod
     def from_record(cls, record: dict[str, Any], event_ts: float) -> TxnInput:
-        lat, lon = record.get("lat"), record.get("lon")
+        get = record.get
+        lat, lon = get("lat"), get("lon")
+        if lat is None or lon is None:
+            lat = lon = None
+        else:
+            lat, lon = float(lat), float(lon)
         return cls(
-            transaction_id=record["transaction_id"],
-            user_id=record["user_id"],
-            merchant_id=record["merchant_id"],
-            ts_ms=round(event_ts * 1000),
-            cents=round(record["amount"] * 100),
-            country=record.get("country") or "",
-            lat=float(lat) if lat is not None and lon is not None else None,
-            lon=float(lon) if lat is not None and lon is not None else None,
-            device=record.get("device_id") or "",
+            record["transaction_id"],
+            record["user_id"],
+            record["merchant_id"],
+            round(event_ts * 1000),
+            round(record["amount"] * 100),
+            get("country") or "",
+            lat,
+            lon,
+            get("device_id") or "",
         )
 
 
