@@ -87,9 +87,21 @@ class FeatureStore:
     ) -> np.ndarray:
         """Feature vectors (len(txs) x len(FEATURE_NAMES)) for a batch, in stream order,
         folding the batch into the state unless read-only. One Redis round trip."""
+        plan = self.plan(txs, positions, readonly=readonly)
+        return plan.fill(self._run(plan.commands)) if plan.commands else plan.out
+
+    def plan(
+        self,
+        txs: Sequence[TxnInput],
+        positions: Sequence[SourcePosition] | None = None,
+        *,
+        readonly: bool = False,
+    ) -> BatchPlan:
+        """The script calls for a batch (one per user, one per merchant) and where their
+        replies go; the stateless features are already filled in."""
         out = np.empty((len(txs), len(FEATURE_NAMES)), dtype=np.float64)
         if not txs:
-            return out
+            return BatchPlan(out, [], [], 0)
         if positions is None:
             if not readonly:
                 raise ValueError("positions are required to update merchant state")
@@ -99,7 +111,7 @@ class FeatureStore:
         for i, tx in enumerate(txs):
             by_user.setdefault(tx.user_id, []).append(i)
             by_merchant.setdefault(tx.merchant_id, []).append(i)
-            out[i, : _USER_SLICE.start] = stateless_features(tx.ts_ms, tx.cents)
+        out[:, : _USER_SLICE.start] = [stateless_features(tx.ts_ms, tx.cents) for tx in txs]
         flag = "1" if readonly else "0"
         commands: list[tuple[Any, ...]] = []
         for user_id, rows in by_user.items():
@@ -126,13 +138,11 @@ class FeatureStore:
             commands.append(
                 ("merchant", "1", self.merchant_key(merchant_id), args, flag, self.ttl_ms)
             )
-        replies = self._run(commands)
         groups = [*by_user.values(), *by_merchant.values()]
-        n_users = len(by_user)
-        for group_no, (rows, reply) in enumerate(zip(groups, replies, strict=True)):
-            columns = _USER_SLICE if group_no < n_users else _MERCHANT_SLICE
-            out[rows, columns] = msgpack.unpackb(reply)
-        return out
+        return BatchPlan(out, commands, groups, len(by_user))
+
+    def encode(self, commands: Sequence[tuple[Any, ...]]) -> bytes:
+        return _encode(commands, self._sha)
 
     def fold_label(
         self, merchant_id: str, transaction_id: str, label: str, available_ms: int
@@ -158,7 +168,7 @@ class FeatureStore:
         lost the scripts (a restart), they are reloaded and the batch is sent once more,
         which is safe because every script is idempotent."""
         for attempt in (1, 2):
-            request = _encode(commands, self._sha)
+            request = self.encode(commands)
             pool = self.client.connection_pool
             connection = pool.get_connection()
             try:
@@ -179,6 +189,35 @@ class FeatureStore:
             finally:
                 pool.release(connection)
         raise AssertionError("unreachable")
+
+
+@dataclass(frozen=True)
+class BatchPlan:
+    """A batch's script calls, and the feature matrix their replies complete."""
+
+    out: np.ndarray
+    commands: list[tuple[Any, ...]]
+    groups: list[list[int]]  # rows of `out` each call answers for, in call order
+    n_users: int  # the first n_users calls are user calls, the rest merchant calls
+
+    def fill(self, replies: Sequence[bytes]) -> np.ndarray:
+        """Write the replies into the matrix: one assignment per kind of call."""
+        user_rows: list[int] = []
+        user_values: list[list[float]] = []
+        merchant_rows: list[int] = []
+        merchant_values: list[list[float]] = []
+        for call, (rows, reply) in enumerate(zip(self.groups, replies, strict=True)):
+            if call < self.n_users:
+                user_rows += rows
+                user_values += msgpack.unpackb(reply)
+            else:
+                merchant_rows += rows
+                merchant_values += msgpack.unpackb(reply)
+        if user_rows:
+            self.out[user_rows, _USER_SLICE] = user_values
+        if merchant_rows:
+            self.out[merchant_rows, _MERCHANT_SLICE] = merchant_values
+        return self.out
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,67 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import threading
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+
+class BatchHistogram(Collector):
+    """A histogram observed a whole batch at a time (one numpy call for a thousand
+    values instead of a thousand `Histogram.observe` calls, ~1 µs each). Exposed exactly
+    like a prometheus_client Histogram of the same name, buckets and labels."""
+
+    def __init__(
+        self, name: str, documentation: str, buckets: Sequence[float], label: str | None = None
+    ) -> None:
+        self.name = name
+        self.documentation = documentation
+        self.bounds = np.asarray(sorted(buckets), dtype=np.float64)
+        self.label = label
+        self._lock = threading.Lock()
+        self._series: dict[str, tuple[np.ndarray, list[float]]] = {}
+        if label is None:
+            self._series[""] = self._empty()
+        REGISTRY.register(self)
+
+    def _empty(self) -> tuple[np.ndarray, list[float]]:
+        return np.zeros(len(self.bounds) + 1, dtype=np.int64), [0.0]
+
+    def observe_many(self, values: np.ndarray, label_value: str = "") -> None:
+        # side="left": a value equal to a bound belongs to that bucket (le is inclusive).
+        counts = np.bincount(
+            np.searchsorted(self.bounds, values, side="left"), minlength=len(self.bounds) + 1
+        )
+        total = float(np.sum(values))
+        with self._lock:
+            series = self._series.get(label_value)
+            if series is None:
+                series = self._series[label_value] = self._empty()
+            series[0][:] += counts
+            series[1][0] += total
+
+    def collect(self) -> Iterator[HistogramMetricFamily]:
+        family = HistogramMetricFamily(
+            self.name, self.documentation, labels=[self.label] if self.label else None
+        )
+        with self._lock:
+            snapshot = [(k, c.copy(), t[0]) for k, (c, t) in self._series.items()]
+        for label_value, counts, total in snapshot:
+            cumulative = np.cumsum(counts).tolist()
+            buckets = [(_le(b), c) for b, c in zip(self.bounds.tolist(), cumulative, strict=False)]
+            buckets.append(("+Inf", cumulative[-1]))
+            family.add_metric([label_value] if self.label else [], buckets, total)
+        yield family
+
+
+def _le(bound: float) -> str:
+    # The same text prometheus_client writes for a bucket bound (0.5 -> "0.5", 1 -> "1.0").
+    return repr(float(bound))
+
 
 STAGES = ("decode", "features", "model", "produce", "commit")
 
@@ -25,22 +85,22 @@ stage_seconds = Histogram(
     buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
-event_to_commit = Histogram(
+event_to_commit = BatchHistogram(
     "scorer_event_to_commit_seconds",
     "End-to-end latency: transaction event time to committed score",
-    buckets=LATENCY_BUCKETS,
+    LATENCY_BUCKETS,
 )
-ingest_to_commit = Histogram(
+ingest_to_commit = BatchHistogram(
     "scorer_ingest_to_commit_seconds",
     "Kafka message timestamp (producer create time) to committed score",
-    buckets=LATENCY_BUCKETS,
+    LATENCY_BUCKETS,
 )
 consumer_lag = Gauge("scorer_consumer_lag", "Messages behind the log end", ["topic", "partition"])
-score_distribution = Histogram(
+score_distribution = BatchHistogram(
     "scorer_score",
     "Scores produced",
-    ["model_version"],
-    buckets=(*(i / 20 for i in range(1, 20)), 0.99, 0.995, 0.999),
+    (*(i / 20 for i in range(1, 20)), 0.99, 0.995, 0.999),
+    label="model_version",
 )
 model_version = Gauge(
     "scorer_model_version", "Version of the model in use (0 = none)", ["model_name"]

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -26,9 +27,10 @@ from fraudcore.kafka import consumer_config, producer_config, wait_for_kafka
 from fraudcore.logs import kv, where
 from scorer import metrics
 from scorer.drift import DriftTracker
+from scorer.feature_pipeline import FeaturePipeline, PendingFeatures
 from scorer.feature_store import FeatureStore, SourcePosition
 from scorer.model_manager import LoadedModel, ModelManager
-from scorer.pipeline import Accepted, OutMessage, dead_letter, decode_batch, outputs
+from scorer.pipeline import Accepted, OutMessage, Rejected, dead_letter, decode_batch, outputs
 from scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
@@ -47,6 +49,19 @@ class Health:
     redis: bool = False
     stopping: bool = False
     details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Batch:
+    """A micro-batch between `_intake` and `_finish`: decoded, features requested."""
+
+    first: dict[tuple[str, int], int] = field(default_factory=dict)  # offsets per partition
+    last: dict[tuple[str, int], int] = field(default_factory=dict)
+    accepted: list[Accepted] = field(default_factory=list)
+    rejected: list[Rejected] = field(default_factory=list)
+    pending: PendingFeatures | None = None
+    decode_s: float = 0.0
+    submit_s: float = 0.0
 
 
 class Outage:
@@ -105,6 +120,11 @@ class Scorer:
         self._kafka_outage = Outage("kafka", settings.scorer_max_outage_s)
         self._last_psi_export = 0.0
         self.exactly_once = settings.scorer_delivery == "exactly_once"
+        # One batch at a time is in flight: its features are being computed in Redis
+        # while the batch before it is scored and committed.
+        self._in_flight: Batch | None = None
+        self._features_pipeline: FeaturePipeline | None = None
+        self._clients: tuple[Consumer, Producer] | None = None
 
     # ------------------------------------------------------------------ start-up
     def connect(self) -> None:
@@ -177,6 +197,7 @@ class Scorer:
                 },
             )
         )
+        self._clients = (consumer, producer)
         try:
             if self.exactly_once:
                 producer.init_transactions(settings.scorer_startup_timeout_s)
@@ -191,9 +212,22 @@ class Scorer:
             metrics.ready.set(1)
             wait_s = settings.scorer_batch_max_wait_ms / 1000
             while not self.stop.is_set():
-                msgs = consumer.consume(settings.scorer_batch_max_size, wait_s)
-                if msgs:
-                    self._process(msgs, consumer, producer)
+                # With a batch in flight, only take what has already arrived: waiting
+                # for more would hold back the batch in flight at low rates.
+                msgs = consumer.consume(
+                    settings.scorer_batch_max_size, 0 if self._in_flight else wait_s
+                )
+                batch = self._intake(msgs) if msgs else None
+                previous, self._in_flight = self._in_flight, batch
+                aborted = previous is not None and not self._finish(previous, consumer, producer)
+                if aborted and batch is not None:
+                    # The batch before was rewound: the one sent after it is void too.
+                    assert previous is not None
+                    self._rewind(batch, consumer, keep=previous.first)
+                    self._discard_in_flight()
+            if self._in_flight is not None:
+                self._finish(self._in_flight, consumer, producer)
+                self._in_flight = None
             return 0
         except OutageError as exc:
             logger.error("giving up, a supervisor should restart us %s", kv(error=exc))
@@ -205,15 +239,17 @@ class Scorer:
             self.health.stopping = True
             metrics.ready.set(0)
             self.models.stop()
+            self._discard_in_flight()
             consumer.close()
             producer.flush(5)
             logger.info("scorer stopped")
 
-    def _process(self, msgs: list[Message], consumer: Consumer, producer: Producer) -> None:
+    def _intake(self, msgs: list[Message]) -> Batch | None:
+        """Check, decode and send a batch's feature requests to Redis; the rest of the
+        batch happens in `_finish`, while Redis works."""
         settings = self.settings
         started = time.perf_counter()
-        first: dict[tuple[str, int], int] = {}
-        last: dict[tuple[str, int], int] = {}
+        batch = Batch()
         data: list[Message] = []
         for msg in msgs:
             error = msg.error()
@@ -222,24 +258,40 @@ class Scorer:
                 continue
             key = (msg.topic() or "", msg.partition() or 0)
             offset = msg.offset() or 0
-            first.setdefault(key, offset)
-            last[key] = offset
+            batch.first.setdefault(key, offset)
+            batch.last[key] = offset
             data.append(msg)
         if not data:
-            return
+            return None
         self._kafka_outage.recovered()
         self.health.kafka = True
         metrics.consumed.inc(len(data))
         metrics.batch_size.observe(len(data))
 
-        accepted, rejected, with_unknown = decode_batch(
+        batch.accepted, batch.rejected, with_unknown = decode_batch(
             data, settings.scorer_max_message_bytes, settings.scorer_max_future_s, time.time()
         )
         if with_unknown:
             metrics.unknown_fields.inc(with_unknown)
         t_decode = time.perf_counter()
+        batch.pending = self._pipeline().submit(
+            [a.tx for a in batch.accepted],
+            [
+                SourcePosition(f"{a.msg.topic()}:{a.msg.partition()}", a.msg.offset() or 0)
+                for a in batch.accepted
+            ],
+        )
+        batch.decode_s = t_decode - started
+        batch.submit_s = time.perf_counter() - t_decode
+        return batch
 
-        features = self._features(accepted)
+    def _finish(self, batch: Batch, consumer: Consumer, producer: Producer) -> bool:
+        """Features, model, outputs and the commit of a batch taken in by `_intake`.
+        False if it was aborted (the consumer is rewound to the batch's start)."""
+        settings = self.settings
+        started = time.perf_counter()
+        accepted, rejected = batch.accepted, batch.rejected
+        features = self._features(batch)
         t_features = time.perf_counter()
 
         loaded = self.models.current
@@ -262,15 +314,15 @@ class Scorer:
         out += [dead_letter(r, settings.topic_transactions_dlq) for r in rejected]
         t_model = time.perf_counter()
 
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
+        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in batch.last.items()]
         commit = self._commit_batch if self.exactly_once else self._deliver_batch
-        if not commit(out, offsets, first, consumer, producer):
-            return  # aborted and rewound: the same messages come again
+        if not commit(out, offsets, batch.first, consumer, producer):
+            return False
         committed = time.time()
         t_commit = time.perf_counter()
 
-        metrics.stage_seconds.labels("decode").observe(t_decode - started)
-        metrics.stage_seconds.labels("features").observe(t_features - t_decode)
+        metrics.stage_seconds.labels("decode").observe(batch.decode_s)
+        metrics.stage_seconds.labels("features").observe(batch.submit_s + t_features - started)
         metrics.stage_seconds.labels("model").observe(t_model - t_features)
         metrics.stage_seconds.labels("commit").observe(t_commit - t_model)
         metrics.scored.inc(len(accepted))
@@ -284,23 +336,28 @@ class Scorer:
                 kv(at=where(msg.topic() or "", msg.partition() or 0, msg.offset() or 0),
                    reason=reject.error.reason, field=reject.error.field, detail=reject.error.detail),
             )  # fmt: skip
-        score_hist = metrics.score_distribution.labels(loaded.version)
-        for item, score in zip(accepted, scores.tolist(), strict=True):
-            metrics.event_to_commit.observe(committed - item.event_ts)
-            metrics.ingest_to_commit.observe(committed - item.msg.timestamp()[1] / 1000)
-            score_hist.observe(score)
+        if accepted:
+            metrics.event_to_commit.observe_many(
+                committed - np.fromiter((a.event_ts for a in accepted), float, len(accepted))
+            )
+            metrics.ingest_to_commit.observe_many(
+                committed
+                - np.fromiter((a.msg.timestamp()[1] for a in accepted), float, len(accepted)) / 1000
+            )
+            metrics.score_distribution.observe_many(scores, loaded.version)
+        return True
 
-    def _features(self, accepted: list[Accepted]) -> Any:
-        store = self.store
-        assert store is not None
-        positions = [
-            SourcePosition(f"{a.msg.topic()}:{a.msg.partition()}", a.msg.offset() or 0)
-            for a in accepted
-        ]
-        txs = [a.tx for a in accepted]
+    def _pipeline(self) -> FeaturePipeline:
+        if self._features_pipeline is None:
+            assert self.store is not None
+            self._features_pipeline = FeaturePipeline(self.store)
+        return self._features_pipeline
+
+    def _features(self, batch: Batch) -> Any:
+        assert batch.pending is not None
         while True:
             try:
-                result = store.compute(txs, positions)
+                result = self._pipeline().result(batch.pending)
                 self._redis_outage.recovered()
                 self.health.redis = True
                 return result
@@ -308,6 +365,18 @@ class Scorer:
                 metrics.redis_errors.inc()
                 self.health.redis = False
                 self._redis_outage.failed(exc)
+
+    def _rewind(self, batch: Batch, consumer: Consumer, keep: dict[tuple[str, int], int]) -> None:
+        """Seek the partitions of a voided batch back to its start, except those already
+        rewound further (`keep`)."""
+        for (topic, partition), offset in batch.first.items():
+            if (topic, partition) not in keep:
+                consumer.seek(TopicPartition(topic, partition, offset))
+
+    def _discard_in_flight(self) -> None:
+        self._in_flight = None
+        if self._features_pipeline is not None:
+            self._features_pipeline.discard()
 
     def _commit_batch(
         self,
@@ -435,7 +504,12 @@ class Scorer:
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        # Nothing is in flight here: a batch is committed before the next consume().
+        # The batch in flight may hold messages of these partitions: commit it while they
+        # are still ours (the batch after it is not consumed yet).
+        if self._in_flight is not None and self._clients is not None:
+            batch, self._in_flight = self._in_flight, None
+            if not self._finish(batch, *self._clients):
+                self._discard_in_flight()
         logger.info(
             "partitions revoked %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )

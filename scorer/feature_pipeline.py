@@ -1,0 +1,164 @@
+"""Feature requests sent ahead, so Redis works on one batch while the scorer finishes the
+previous one (model, outputs, Kafka transaction).
+
+All requests go down one dedicated connection, in order: Redis executes a connection's
+commands in the order they arrive, so batch N's script calls always run before batch
+N+1's, as they would one round trip at a time. Results are collected in the same order.
+
+If the connection breaks or Redis lost the scripts (a restart), every request not yet
+answered is sent again, in order, on a new connection. That is safe because the scripts
+are idempotent per transaction_id and per source offset: whatever Redis already applied
+answers with the same vector and changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import redis
+from redis.exceptions import NoScriptError
+
+from fraudcore.features import TxnInput
+from fraudcore.logs import kv
+from scorer.feature_store import BatchPlan, FeatureStore, SourcePosition
+
+logger = logging.getLogger(__name__)
+
+
+class PendingFeatures:
+    """One batch's feature request, sent; `FeaturePipeline.result` waits for it."""
+
+    def __init__(self, plan: BatchPlan, request: bytes) -> None:
+        self.plan = plan
+        self.request = request
+
+
+class FeaturePipeline:
+    def __init__(self, store: FeatureStore) -> None:
+        self.store = store
+        # redis-py's connection classes are loosely typed; this is a redis.Connection.
+        self._connection: Any = None
+        self._unanswered: deque[PendingFeatures] = deque()
+        self._sender: threading.Thread | None = None
+        self._send_failed: BaseException | None = None
+
+    def submit(
+        self, txs: Sequence[TxnInput], positions: Sequence[SourcePosition]
+    ) -> PendingFeatures:
+        """Send a batch's script calls and return at once. A connection error here is not
+        raised: the request is sent again when its result is asked for."""
+        plan = self.store.plan(txs, positions)
+        pending = PendingFeatures(plan, self.store.encode(plan.commands) if plan.commands else b"")
+        if not plan.commands:
+            return pending
+        self._unanswered.append(pending)
+        try:
+            self._wait_for_sender()
+            if self._connection is None:
+                self._reconnect()  # sends this request with every other unanswered one
+            else:
+                self._send_in_background(self._connection, pending.request)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            logger.warning("redis send failed, will retry %s", kv(error=exc))
+            self._drop_connection()
+        return pending
+
+    def result(self, pending: PendingFeatures) -> np.ndarray:
+        """The batch's feature matrix. Must be called in submission order. Raises
+        redis.ConnectionError / TimeoutError while Redis is unreachable; calling again
+        retries (the caller decides how long to keep trying)."""
+        plan = pending.plan
+        if not plan.commands:
+            return plan.out
+        if not self._unanswered or self._unanswered[0] is not pending:
+            raise RuntimeError("feature results must be collected in submission order")
+        for attempt in (1, 2):
+            try:
+                # The next batch's request may still be being written by the sender
+                # thread: reading meanwhile is what lets Redis and the caller overlap.
+                if self._send_failed is not None:
+                    self._wait_for_sender()
+                if self._connection is None:
+                    self._reconnect()
+                assert self._connection is not None
+                replies = [
+                    self._connection.read_response(disable_decoding=True) for _ in plan.commands
+                ]
+            except NoScriptError:
+                self._drop_connection()  # the rest of this reply stream is useless
+                if attempt == 2:
+                    raise
+                logger.warning("redis lost the feature scripts; reloading %s", kv(attempt=attempt))
+                self.store.load_scripts()
+                for unanswered in self._unanswered:
+                    unanswered.request = self.store.encode(unanswered.plan.commands)
+                continue
+            except BaseException:
+                self._drop_connection()
+                raise
+            self._unanswered.popleft()
+            return plan.fill(replies)
+        raise AssertionError("unreachable")
+
+    def discard(self) -> None:
+        """Forget every unanswered request (their batches will be consumed again)."""
+        self._drop_connection()
+        self._unanswered.clear()
+
+    def close(self) -> None:
+        self.discard()
+
+    # ------------------------------------------------------------------ connection
+    def _send_in_background(self, connection: Any, request: bytes) -> None:
+        # A batch's request is a few hundred kB: writing it blocks until Redis has read
+        # most of it, i.e. executed most of the calls. A thread writes it (the GIL is
+        # released while the socket blocks) so the caller can go on at once.
+        def send() -> None:
+            try:
+                connection.send_packed_command([request], check_health=False)
+            except BaseException as exc:  # handed to the caller's thread
+                self._send_failed = exc
+
+        self._sender = threading.Thread(target=send, name="feature-send", daemon=True)
+        self._sender.start()
+
+    def _wait_for_sender(self) -> None:
+        if self._sender is not None:
+            self._sender.join()
+            self._sender = None
+        if self._send_failed is not None:
+            error, self._send_failed = self._send_failed, None
+            self._drop_connection()
+            logger.warning("redis send failed, will retry %s", kv(error=error))
+
+    def _reconnect(self) -> None:
+        """A new connection, with every unanswered request sent again, in order."""
+        pool = self.store.client.connection_pool
+        connection: Any = pool.get_connection()
+        try:
+            if self._unanswered:
+                connection.send_packed_command(
+                    [p.request for p in self._unanswered], check_health=False
+                )
+        except BaseException:
+            connection.disconnect()
+            pool.release(connection)
+            raise
+        self._connection = connection
+        if len(self._unanswered) > 1:
+            logger.info("resent feature requests %s", kv(batches=len(self._unanswered)))
+
+    def _drop_connection(self) -> None:
+        if self._sender is not None:
+            self._sender.join()
+            self._sender = None
+        self._send_failed = None
+        if self._connection is not None:
+            self._connection.disconnect()
+            self.store.client.connection_pool.release(self._connection)
+            self._connection = None

@@ -1,0 +1,118 @@
+"""Feature requests sent ahead (scorer/feature_pipeline.py), on a real Redis: the same
+vectors as one round trip at a time, also when the connection breaks or Redis forgets
+the scripts with requests in flight."""
+
+from __future__ import annotations
+
+import uuid
+
+import numpy as np
+import pytest
+import redis
+
+from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder, TxnInput
+from scorer.feature_pipeline import FeaturePipeline
+from scorer.feature_store import FeatureStore, SourcePosition
+from tests.scorer.streams import random_stream
+from tests.stack import TestStack
+
+BATCH = 60
+
+
+@pytest.fixture
+def store(stack: TestStack) -> FeatureStore:
+    client = redis.Redis.from_url(stack.redis_url)
+    return FeatureStore(client, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
+
+
+def _batches(stream: list, source: str = "t:0") -> list[tuple[list, list]]:
+    out = []
+    for start in range(0, len(stream), BATCH):
+        chunk = stream[start : start + BATCH]
+        txs = [TxnInput.from_record(r, ts) for r, ts in chunk]
+        out.append((txs, [SourcePosition(source, start + i) for i in range(len(chunk))]))
+    return out
+
+
+def _assert_same(got: np.ndarray, expected: np.ndarray) -> None:
+    same = (got == expected) | (np.isnan(got) & np.isnan(expected))
+    bad = [FEATURE_NAMES[j] for j in np.where(~same.all(axis=0))[0]]
+    assert not bad, f"features differ from the offline builder: {bad}"
+
+
+def _own_connection_id(pipeline: FeaturePipeline) -> int:
+    """The Redis client id of the pipeline's connection; only when nothing is in flight."""
+    pipeline._connection.send_command("CLIENT", "ID")  # test of internals
+    return int(pipeline._connection.read_response())
+
+
+def test_two_batches_in_flight_give_the_offline_vectors(store: FeatureStore) -> None:
+    stream = random_stream(seed=21, n=600, users=12)  # users recur across batches
+    expected = OfflineFeatureBuilder().transactions(stream)
+    pipeline = FeaturePipeline(store)
+    batches = _batches(stream)
+    rows = []
+    pending = pipeline.submit(*batches[0])
+    for txs, positions in batches[1:]:
+        following = pipeline.submit(txs, positions)  # sent before the previous is read
+        rows.append(pipeline.result(pending))
+        pending = following
+    rows.append(pipeline.result(pending))
+    pipeline.close()
+    _assert_same(np.vstack(rows), expected)
+
+
+def test_results_must_be_collected_in_order(store: FeatureStore) -> None:
+    batches = _batches(random_stream(seed=22, n=2 * BATCH))
+    pipeline = FeaturePipeline(store)
+    first = pipeline.submit(*batches[0])
+    second = pipeline.submit(*batches[1])
+    with pytest.raises(RuntimeError, match="submission order"):
+        pipeline.result(second)
+    pipeline.result(first)
+    pipeline.result(second)
+    pipeline.close()
+
+
+def test_a_killed_connection_resends_what_was_in_flight(store: FeatureStore) -> None:
+    stream = random_stream(seed=23, n=6 * BATCH, users=10)
+    expected = OfflineFeatureBuilder().transactions(stream)
+    batches = _batches(stream)
+    pipeline = FeaturePipeline(store)
+    rows = [pipeline.result(pipeline.submit(*batches[0]))]
+    victim = _own_connection_id(pipeline)
+    # Writes paused: the next requests reach Redis but stay unanswered until the kill.
+    store.client.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+    try:
+        in_flight = [pipeline.submit(*b) for b in batches[1:4]]
+        store.client.client_kill_filter(_id=victim)
+    finally:
+        store.client.execute_command("CLIENT", "UNPAUSE")
+    errors = 0
+    for pending in in_flight:
+        while True:
+            try:
+                rows.append(pipeline.result(pending))
+                break
+            except (redis.ConnectionError, redis.TimeoutError):
+                errors += 1  # the scorer's loop retries the same way
+                assert errors < 5
+    assert errors >= 1, "the kill went unnoticed: nothing was in flight"
+    for b in batches[4:]:
+        rows.append(pipeline.result(pipeline.submit(*b)))
+    assert _own_connection_id(pipeline) != victim
+    pipeline.close()
+    _assert_same(np.vstack(rows), expected)
+
+
+def test_scripts_flushed_with_requests_in_flight(store: FeatureStore) -> None:
+    stream = random_stream(seed=24, n=4 * BATCH, users=10)
+    expected = OfflineFeatureBuilder().transactions(stream)
+    batches = _batches(stream)
+    pipeline = FeaturePipeline(store)
+    rows = [pipeline.result(pipeline.submit(*batches[0]))]
+    store.client.script_flush()  # as after a Redis restart without persistence of scripts
+    in_flight = [pipeline.submit(*b) for b in batches[1:]]
+    rows += [pipeline.result(p) for p in in_flight]
+    pipeline.close()
+    _assert_same(np.vstack(rows), expected)
