@@ -1,8 +1,10 @@
 """The scorer's consume-transform-produce loop, exactly once.
 
-Where a message enters: `Scorer.run` consumes `transactions` in micro-batches. Where it
-leaves: `_commit_batch` writes scores, alerts and dead letters and the consumed offsets in
-one Kafka transaction. Features are folded into Redis before the transaction begins; that
+Where a message enters: `Scorer.run` consumes `transactions` in micro-batches and
+`_intake` decodes them and sends their feature requests to Redis. Where it leaves:
+`_finish` scores the batch and `_commit_batch` writes scores, alerts and dead letters and
+the consumed offsets in one Kafka transaction; meanwhile Redis already computes the next
+batch's features. Features are folded into Redis before the transaction begins; that
 is safe because the Redis update is idempotent per transaction_id (a replay after an
 abort or a crash computes the same vector and changes nothing), so a crash at any point
 loses nothing and doubles nothing.
