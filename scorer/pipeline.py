@@ -81,9 +81,22 @@ def dead_letter(rejected: Rejected, dlq_topic: str) -> OutMessage:
     return OutMessage(dlq_topic, msg.key(), msg.value(), headers)
 
 
-def _feature_map(row: list[float]) -> dict[str, float]:
-    # orjson writes NaN as null: "missing" stays visible in the output.
-    return dict(zip(FEATURE_NAMES, row, strict=True))
+# The features object as a bytes template: each row's numbers, as orjson writes them,
+# go into the %b slots (one orjson call for the whole matrix and one format per row
+# instead of a float, a dict entry and a serialised entry per value).
+_FEATURE_TEMPLATE = b"{" + b",".join(orjson.dumps(name) + b":%b" for name in FEATURE_NAMES) + b"}"
+
+
+def _feature_maps(features: np.ndarray) -> list[orjson.Fragment]:
+    """The {"name": value} object of every row (NaN is written as null: "missing" stays
+    visible in the output), byte for byte what orjson writes for the dict."""
+    if features.shape[0] == 0:
+        return []
+    matrix = np.ascontiguousarray(features, dtype=np.float64)
+    text = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)
+    # Numbers and nulls contain neither "],[" nor ",", so splitting is exact.
+    template = _FEATURE_TEMPLATE
+    return [orjson.Fragment(template % tuple(row.split(b","))) for row in text[2:-2].split(b"],[")]
 
 
 def outputs(
@@ -104,19 +117,30 @@ def outputs(
     out: list[OutMessage] = []
     severities: list[str] = []
     score_list = scores.tolist()
+    if len(features) != len(accepted) or len(score_list) != len(accepted):
+        raise ValueError("accepted, features and scores must have one row per transaction")
     alerting = [i for i, score in enumerate(score_list) if score >= threshold]
     reasons = dict(zip(alerting, explainer.reasons(features[alerting]), strict=True))
-    for i, (item, row, score) in enumerate(
-        zip(accepted, features.tolist(), score_list, strict=True)
-    ):
-        record = item.record
+    if not emit_scores:
+        # Only alerts carry the feature map then; do not serialise every row for them.
+        alerted = _feature_maps(features[alerting])
+        maps: dict[int, orjson.Fragment] = dict(zip(alerting, alerted, strict=True))
+        rows: Sequence[int] = alerting
+    else:
+        maps = dict(enumerate(_feature_maps(features)))
+        rows = range(len(accepted))
+    dumps = orjson.dumps
+    for i in rows:
+        record = accepted[i].record
+        score = score_list[i]
+        feature_map = maps[i]
         key = record["user_id"].encode()
         if emit_scores:
             out.append(
                 OutMessage(
                     scores_topic,
                     key,
-                    orjson.dumps(
+                    dumps(
                         {
                             "schema_version": 1,
                             "transaction_id": record["transaction_id"],
@@ -126,7 +150,7 @@ def outputs(
                             "score": score,
                             "model_name": model_name,
                             "model_version": model_version,
-                            "features": _feature_map(row),
+                            "features": feature_map,
                             "processed_at": processed_at,
                         }
                     ),
@@ -147,7 +171,7 @@ def outputs(
                 OutMessage(
                     alerts_topic,
                     key,
-                    orjson.dumps(
+                    dumps(
                         {
                             "schema_version": 1,
                             "alert_id": str(uuid.uuid5(ALERT_NAMESPACE, record["transaction_id"])),
@@ -160,7 +184,7 @@ def outputs(
                             "model_name": model_name,
                             "model_version": model_version,
                             "reasons": why,
-                            "features": _feature_map(row),
+                            "features": feature_map,
                             "event_time": record["timestamp"],
                             "processed_at": processed_at,
                         }
