@@ -86,27 +86,50 @@ def build_fast_check(schema: dict[str, Any]) -> Check | None:
     closed = schema.get("additionalProperties", True) is False
     if not isinstance(schema.get("additionalProperties", True), bool):
         return None
+    required = frozenset(schema.get("required", ()))
     constants: dict[str, Any] = {
-        "REQUIRED": frozenset(schema.get("required", ())),
+        "REQUIRED": required,
         "MISSING": object(),
         "is_utc_time": _is_utc_time,
+        "pattern_broken": _pattern_broken,
     }
     lines = ["def check(r):", "    if not REQUIRED <= r.keys():", "        return False"]
     if closed:
-        lines.append("    known = 0")
+        lines.append(f"    known = {len(required & set(schema.get('properties', {})))}")
     for name, definition in schema.get("properties", {}).items():
         tests = _property_tests(definition, constants)
         if tests is None:
             return None
-        lines.append(f"    v = r.get({name!r}, MISSING)")
-        lines.append("    if v is not MISSING:")
-        lines += [f"        if {test}:\n            return False" for test in tests]
-        if closed:
-            lines.append("        known += 1")
+        if name in required:
+            indent = "    "
+            lines.append(f"    v = r[{name!r}]")
+        else:
+            indent = "        "
+            lines.append(f"    v = r.get({name!r}, MISSING)")
+            lines.append("    if v is not MISSING:")
+            if closed:
+                lines.append("        known += 1")
+        lines += [f"{indent}if {test}:\n{indent}    return False" for test in tests]
     lines.append("    return known == len(r)" if closed else "    return True")
     exec("\n".join(lines), constants)  # our own schema; values travel as named constants
     check: Check = constants["check"]
     return check
+
+
+# Patterns every string passing _is_utc_time matches (it ends in Z or +00:00 and has no
+# newline), so a date-time field need not search them again.
+_IMPLIED_BY_UTC_TIME = frozenset({r"(Z|\+00:00)$"})
+
+
+def _pattern_broken(seen: set[str], regex: re.Pattern[str], value: str) -> bool:
+    # fastjsonschema searches with every `$` read as `\Z`; without a newline in the
+    # string both mean the same, so strings with one take the full path.
+    if "\n" in value or regex.search(value) is None:
+        return True
+    # Patterned fields (currency, country) take few values: remember the good ones.
+    if len(seen) < 256 and len(value) <= 64:
+        seen.add(value)
+    return False
 
 
 _OBJECT_KEYWORDS = frozenset({"type", "required", "properties", "additionalProperties"})
@@ -133,15 +156,16 @@ def _property_tests(definition: dict[str, Any], constants: dict[str, Any]) -> li
             tests.append(f"len(v) < {constant(definition['minLength'])}")
         if "maxLength" in definition:
             tests.append(f"len(v) > {constant(definition['maxLength'])}")
-        if "pattern" in definition:
-            # fastjsonschema searches with every `$` read as `\Z`; without a newline in
-            # the string both mean the same, so strings with one take the full path.
-            regex = constant(re.compile(definition["pattern"]))
-            tests.append(f"'\\n' in v or {regex}.search(v) is None")
         if "format" in definition:
             if definition["format"] != "date-time":
                 return None
             tests.append("not is_utc_time(v)")
+        pattern = definition.get("pattern")
+        if pattern is not None and not ("format" in definition and pattern in _IMPLIED_BY_UTC_TIME):
+            seen = constant(set())
+            tests.append(
+                f"v not in {seen} and pattern_broken({seen}, {constant(re.compile(pattern))}, v)"
+            )
         if "enum" in definition:
             allowed = frozenset(e for e in definition["enum"] if isinstance(e, str))
             tests.append(f"v not in {constant(allowed)}")

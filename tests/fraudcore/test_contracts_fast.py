@@ -248,3 +248,19 @@ def test_schema_features_it_does_not_mirror_turn_it_off(change: dict[str, Any]) 
         else:
             schema[key] = value
     assert build_fast_check(schema) is None
+
+
+def test_patterns_taken_as_implied_by_a_utc_time_are() -> None:
+    rng = random.Random(3)
+    stamps = TIMES + [
+        f"{rng.randint(1, 9999):04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 28):02d}T"
+        f"{rng.randint(0, 23):02d}:{rng.randint(0, 59):02d}:{rng.randint(0, 59):02d}"
+        f"{rng.choice(['', '.5', '.123456789'])}{rng.choice(['Z', '+00:00'])}"
+        for _ in range(500)
+    ]
+    utc = [s for s in stamps if contracts._is_utc_time(s)]
+    assert len(utc) > 500
+    for pattern in contracts._IMPLIED_BY_UTC_TIME:
+        validator = fastjsonschema.compile({"type": "string", "pattern": pattern})
+        for stamp in utc:
+            validator(stamp)
