@@ -4,8 +4,6 @@ the scripts with requests in flight."""
 
 from __future__ import annotations
 
-import uuid
-
 import numpy as np
 import pytest
 import redis
@@ -14,15 +12,8 @@ from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder, TxnInput
 from scorer.feature_pipeline import FeaturePipeline
 from scorer.feature_store import FeatureStore, SourcePosition
 from tests.scorer.streams import random_stream
-from tests.stack import TestStack
 
 BATCH = 60
-
-
-@pytest.fixture
-def store(stack: TestStack) -> FeatureStore:
-    client = redis.Redis.from_url(stack.redis_url)
-    return FeatureStore(client, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
 
 
 def _batches(stream: list, source: str = "t:0") -> list[tuple[list, list]]:

@@ -6,19 +6,10 @@ import random
 import uuid
 
 import numpy as np
-import pytest
-import redis
 
 from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES, OfflineFeatureBuilder, TxnInput
 from scorer.feature_store import FeatureStore, SourcePosition
 from tests.scorer.streams import random_stream
-from tests.stack import TestStack
-
-
-@pytest.fixture
-def store(stack: TestStack) -> FeatureStore:
-    client = redis.Redis.from_url(stack.redis_url)
-    return FeatureStore(client, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
