@@ -70,7 +70,8 @@ def broker_properties(port: int, controller_port: int, host: str = "localhost") 
     Otherwise Kafka's defaults, on purpose (measured on 2 cores with the benchmark's
     traffic): the broker's CPU goes per request, not per byte; 2 network + 2 io threads
     and C1-only JIT did not lower it (C1-only: ~25 % more CPU per request), and G1's
-    threads use ~1-2 % of a core, too little for another collector to matter. transaction.partition.verification.enable stays on although its internal
+    threads use ~1-2 % of a core, too little for another collector to matter.
+    transaction.partition.verification.enable stays on although its internal
     AddPartitionsToTxn checks are ~13-15 % of the requests: it prevents hanging
     transactions, which would stall every read_committed consumer."""
     return {
