@@ -29,7 +29,7 @@ from fraudcore.features import (
     STATELESS_NAMES,
     USER_NAMES,
     TxnInput,
-    stateless_features,
+    stateless_matrix,
 )
 from fraudcore.logs import kv
 
@@ -111,25 +111,30 @@ class FeatureStore:
         for i, tx in enumerate(txs):
             by_user.setdefault(tx.user_id, []).append(i)
             by_merchant.setdefault(tx.merchant_id, []).append(i)
-        out[:, : _USER_SLICE.start] = [stateless_features(tx.ts_ms, tx.cents) for tx in txs]
+        out[:, : _USER_SLICE.start] = stateless_matrix(
+            np.fromiter((tx.ts_ms for tx in txs), np.int64, len(txs)),
+            np.fromiter((tx.cents for tx in txs), np.int64, len(txs)),
+        )
         flag = "1" if readonly else "0"
         commands: list[tuple[Any, ...]] = []
         for user_id, rows in by_user.items():
-            args = msgpack.packb(
-                [
-                    [
-                        txs[i].transaction_id,
-                        txs[i].ts_ms,
-                        txs[i].cents,
-                        txs[i].merchant_id,
-                        txs[i].country,
-                        txs[i].lat if txs[i].lat is not None else False,
-                        txs[i].lon if txs[i].lon is not None else False,
-                        txs[i].device,
-                    ]
-                    for i in rows
-                ]
-            )
+            events = []
+            for i in rows:
+                tx = txs[i]
+                lat, lon = tx.lat, tx.lon  # false, not nil: a nil would end the Lua array
+                events.append(
+                    (
+                        tx.transaction_id,
+                        tx.ts_ms,
+                        tx.cents,
+                        tx.merchant_id,
+                        tx.country,
+                        False if lat is None else lat,
+                        False if lon is None else lon,
+                        tx.device,
+                    )
+                )
+            args = msgpack.packb(events)
             commands.append(("user", "1", self.user_key(user_id), args, flag, self.ttl_ms))
         for merchant_id, rows in by_merchant.items():
             args = msgpack.packb(
@@ -228,14 +233,23 @@ class MerchantSnapshot:
 
 
 def _encode(commands: Sequence[tuple[Any, ...]], sha: dict[str, str]) -> bytes:
-    """RESP arrays for EVALSHA <sha> <args...>, one per command."""
-    out = bytearray()
-    for name, *args in commands:
-        parts = [b"EVALSHA", sha[name].encode(), *args]
-        out += b"*%d\r\n" % len(parts)
-        for part in parts:
-            data = part.encode() if isinstance(part, str) else part
-            out += b"$%d\r\n" % len(data)
-            out += data
-            out += b"\r\n"
-    return bytes(out)
+    """RESP arrays for EVALSHA <sha> <args...>, one per command (the array header and the
+    sha are the same for every call of a script: built once per batch)."""
+    chunks: list[bytes] = []
+    append = chunks.append
+    heads: dict[tuple[str, int], bytes] = {}
+    for command in commands:
+        shape = (command[0], len(command))
+        head = heads.get(shape)
+        if head is None:
+            digest = sha[command[0]].encode()
+            head = heads[shape] = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%b\r\n" % (
+                len(command) + 1,
+                len(digest),
+                digest,
+            )
+        append(head)
+        for part in command[1:]:
+            data = part.encode() if type(part) is str else part
+            append(b"$%d\r\n%b\r\n" % (len(data), data))
+    return b"".join(chunks)

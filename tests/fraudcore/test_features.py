@@ -6,7 +6,13 @@ import math
 
 import numpy as np
 
-from fraudcore.features import FEATURE_INDEX, OfflineFeatureBuilder, haversine_km
+from fraudcore.features import (
+    FEATURE_INDEX,
+    OfflineFeatureBuilder,
+    haversine_km,
+    stateless_features,
+    stateless_matrix,
+)
 
 DAY = 86_400.0
 T0 = 1_780_000_000.0 // DAY * DAY + 12 * 3600  # noon UTC
@@ -87,3 +93,18 @@ def test_merchant_windows_are_previous_full_days_and_labels_point_in_time() -> N
     assert rows[2, i_count] == 2
     assert rows[2, i_fraud] == 0  # the label is not available yet
     assert rows[3, i_fraud] == 1
+
+
+def test_stateless_matrix_equals_the_per_transaction_function() -> None:
+    rng = np.random.default_rng(4)
+    ts_ms = rng.integers(946_684_800_000, 4_102_444_800_000, 20_000)  # 2000 .. 2100
+    ts_ms[:48] = 1_780_000_000_000 // 86_400_000 * 86_400_000 + np.arange(48) * 1_800_000
+    cents = rng.integers(0, 10**11, 20_000)
+    cents[:5] = [0, 1, 99, 100, 2**53 - 1]
+    got = stateless_matrix(ts_ms, cents)
+    expected = np.array(
+        [stateless_features(int(t), int(c)) for t, c in zip(ts_ms, cents, strict=True)]
+    )
+    assert got.dtype == np.float64 and got.shape == expected.shape
+    assert np.array_equal(got, expected)
+    assert set(got[:48, 1]) == set(range(24))  # every hour of a day was exercised
