@@ -219,14 +219,7 @@ class Scorer:
                 msgs = consumer.consume(
                     settings.scorer_batch_max_size, 0 if self._in_flight else wait_s
                 )
-                batch = self._intake(msgs) if msgs else None
-                previous, self._in_flight = self._in_flight, batch
-                aborted = previous is not None and not self._finish(previous, consumer, producer)
-                if aborted and batch is not None:
-                    # The batch before was rewound: the one sent after it is void too.
-                    assert previous is not None
-                    self._rewind(batch, consumer, keep=previous.first)
-                    self._discard_in_flight()
+                self._step(msgs, consumer, producer)
             if self._in_flight is not None:
                 self._finish(self._in_flight, consumer, producer)
                 self._in_flight = None
@@ -245,6 +238,21 @@ class Scorer:
             consumer.close()
             producer.flush(5)
             logger.info("scorer stopped")
+
+    def _step(self, msgs: list[Message], consumer: Consumer, producer: Producer) -> None:
+        """Take in the new batch, finish the one in flight; the new one stays in flight
+        only if it is large enough to gain from overlapping with Redis."""
+        batch = self._intake(msgs) if msgs else None
+        previous, self._in_flight = self._in_flight, batch
+        if previous is not None and not self._finish(previous, consumer, producer):
+            if batch is not None:
+                # The batch before was rewound: the one taken in after it is void too.
+                self._rewind(batch, consumer, keep=previous.first)
+                self._discard_in_flight()
+            return
+        if batch is not None and len(msgs) < self.settings.scorer_overlap_min_batch:
+            self._in_flight = None
+            self._finish(batch, consumer, producer)
 
     def _intake(self, msgs: list[Message]) -> Batch | None:
         """Check, decode and send a batch's feature requests to Redis; the rest of the

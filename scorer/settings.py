@@ -24,6 +24,10 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     # rates; large batches amortise the Redis round trip and the Kafka commit at high ones.
     scorer_batch_max_size: int = Field(default=1000, ge=1, le=100_000)
     scorer_batch_max_wait_ms: int = Field(default=10, ge=0, le=10_000)
+    # A batch at least this large stays in flight (Redis computes its features) while
+    # the batch before it is committed; a smaller one is finished at once, because
+    # waiting in flight would cost it one more commit of latency for little overlap.
+    scorer_overlap_min_batch: int = Field(default=250, ge=1)
     scorer_emit_scores: bool = True
     # exactly_once: outputs and offsets in one Kafka transaction. at_least_once: an
     # idempotent producer, flushed, then a synchronous offset commit (a crash between the

@@ -16,4 +16,3 @@ def store(stack: TestStack) -> FeatureStore:
     """A feature store on the test Redis, under a key prefix of its own."""
     client = redis.Redis.from_url(stack.redis_url)
     return FeatureStore(client, key_prefix=f"test-{uuid.uuid4().hex[:8]}")
-

@@ -238,7 +238,8 @@ def test_sigkill_several_times_changes_no_output(
     """Kill -9 the scorer mid-stream, again and again: the committed output equals an
     uninterrupted run's, message for message, and no merchant count is doubled."""
     records = one_day[0]
-    world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="25")
+    # Every batch overlaps with the next (the default overlaps only large ones).
+    world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="25", SCORER_OVERLAP_MIN_BATCH="1")
     chunks = [records[i : i + 250] for i in range(0, len(records), 250)]
     produce_records(kafka, world.transactions, chunks[0])
     progress = []
@@ -267,7 +268,7 @@ def test_rebalance_one_three_one_changes_no_output(
 ) -> None:
     """Scale 1 -> 3 -> 1 scorers in one group while the stream flows."""
     records = one_day[0]
-    world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="50")
+    world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="50", SCORER_OVERLAP_MIN_BATCH="1")
     chunks = [records[i : i + 300] for i in range(0, len(records), 300)]
     first = world.start("one")
     extra = []
@@ -297,7 +298,7 @@ def test_hot_model_swap_loses_no_message(
 ) -> None:
     name = f"swap-test-{uuid.uuid4().hex[:8]}"
     register(stack.mlflow_uri, name, isolation_model(seed=2))
-    world = make_world(partitions=3, model_name=name)
+    world = make_world(partitions=3, model_name=name, SCORER_OVERLAP_MIN_BATCH="1")
     before, during, after = (_records(seed=s, n=300) for s in (31, 32, 33))
     scorer = world.start()
     try:
