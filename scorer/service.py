@@ -247,7 +247,7 @@ class Scorer:
         if previous is not None and not self._finish(previous, consumer, producer):
             if batch is not None:
                 # The batch before was rewound: the one taken in after it is void too.
-                self._rewind(batch, consumer, keep=previous.first)
+                self._rewind(batch.first, consumer, keep=previous.first)
                 self._discard_in_flight()
             return
         if batch is not None and len(msgs) < self.settings.scorer_overlap_min_batch:
@@ -376,11 +376,16 @@ class Scorer:
                 self.health.redis = False
                 self._redis_outage.failed(exc)
 
-    def _rewind(self, batch: Batch, consumer: Consumer, keep: dict[tuple[str, int], int]) -> None:
-        """Seek the partitions of a voided batch back to its start, except those already
-        rewound further (`keep`)."""
-        for (topic, partition), offset in batch.first.items():
-            if (topic, partition) not in keep:
+    @staticmethod
+    def _rewind(
+        first: dict[tuple[str, int], int],
+        consumer: Consumer,
+        keep: dict[tuple[str, int], int] | None = None,
+    ) -> None:
+        """Seek each partition back to a batch's first offset, so that the batch is
+        consumed again; partitions in `keep` were already rewound further."""
+        for (topic, partition), offset in first.items():
+            if keep is None or (topic, partition) not in keep:
                 consumer.seek(TopicPartition(topic, partition, offset))
 
     def _discard_in_flight(self) -> None:
@@ -427,8 +432,7 @@ class Scorer:
             metrics.transactions_aborted.inc()
             logger.warning("aborting kafka transaction %s", kv(error=error))
             producer.abort_transaction(self.settings.scorer_startup_timeout_s)
-            for (topic, partition), offset in first.items():
-                consumer.seek(TopicPartition(topic, partition, offset))
+            self._rewind(first, consumer)
             return False
 
     def _deliver_batch(
@@ -461,8 +465,7 @@ class Scorer:
                 "outputs not delivered, processing the batch again %s",
                 kv(failed=len(failed), undelivered=undelivered, error=failed[:1]),
             )
-            for (topic, partition), offset in first.items():
-                consumer.seek(TopicPartition(topic, partition, offset))
+            self._rewind(first, consumer)
             return False
         while True:
             try:
