@@ -63,15 +63,23 @@ class ScoreReader:
         self.consumer.subscribe([topic])
         self.event: list[float] = []
         self.latency: list[float] = []
+        # Event time -> the score's Kafka timestamp (set when the scorer produced it, before
+        # its commit): where the latency goes, before and after the scorer's produce.
+        self.to_produce: list[float] = []
 
     def poll(self, seconds: float) -> int:
         """Read for up to `seconds`; returns how many scores arrived."""
         got = 0
         deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
-            msgs = self.consumer.consume(2000, 0.05)
+            # consume(n, timeout) blocks until it has n messages or the timeout ends, so a
+            # batch read would add up to its timeout to every latency: wait for one
+            # message, stamp the arrival, then take what else is already here.
+            first = self.consumer.consume(1, 0.05)
             received = time.time()
-            for msg in msgs:
+            if not first:
+                continue
+            for msg in first + self.consumer.consume(5000, 0):
                 if msg.error():
                     continue
                 value = msg.value()
@@ -80,6 +88,7 @@ class ScoreReader:
                 sent = event_time(value)
                 self.event.append(sent)
                 self.latency.append(received - sent)
+                self.to_produce.append(msg.timestamp()[1] / 1000 - sent)
                 got += 1
         return got
 
@@ -143,6 +152,7 @@ def one_level(
     proc = Proc(scorer.proc.pid)
     reader.event.clear()
     reader.latency.clear()
+    reader.to_produce.clear()
     loadgen = start_loadgen(world, rate, warmup_s, measure_s, users, merchants)
     cpu_at_window: float | None = None
     window_wall: float | None = None
@@ -188,6 +198,9 @@ def one_level(
         "loadgen_max_behind_s": sent_info["max_behind_s"],
         "batch": batches,
         **summarise(measured),
+        # The part of the latency before the scorer produced the score (the rest is the
+        # Kafka commit and the reader's fetch).
+        "until_produce": summarise(np.array(reader.to_produce)[window]),
         "machine": monitor.between(window_wall or started, wall_end),
     }
     if cpu_at_window is not None and window_wall is not None:

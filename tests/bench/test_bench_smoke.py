@@ -64,6 +64,8 @@ def test_tiny_benchmark_writes_complete_results(stack: TestStack, tmp_path: Path
     assert level["scored"] == level["sent"] > 0
     assert _positive(level["achieved_tx_s"])
     assert level["p50_ms"] <= level["p95_ms"] <= level["p99_ms"] <= level["max_ms"]
+    # Each score is produced before it is read: the part until produced is the smaller.
+    assert 0 < level["until_produce"]["p99_ms"] <= level["p99_ms"]
 
     naive = saved["naive"]
     assert naive["messages"] == 50 and _positive(naive["tx_s"])
