@@ -25,7 +25,7 @@ from redis.exceptions import NoScriptError
 
 from fraudcore.features import TxnInput
 from fraudcore.logs import kv
-from scorer.feature_store import BatchPlan, FeatureStore, SourcePosition
+from scorer.feature_store import BatchPlan, FeatureStore, ReplyReader, SourcePosition
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +33,8 @@ logger = logging.getLogger(__name__)
 class PendingFeatures:
     """One batch's feature request, sent; `FeaturePipeline.result` waits for it."""
 
-    def __init__(self, plan: BatchPlan, request: bytes) -> None:
+    def __init__(self, plan: BatchPlan) -> None:
         self.plan = plan
-        self.request = request
 
 
 class FeaturePipeline:
@@ -43,6 +42,7 @@ class FeaturePipeline:
         self.store = store
         # redis-py's connection classes are loosely typed; this is a redis.Connection.
         self._connection: Any = None
+        self._replies: ReplyReader | None = None  # reads every reply of _connection
         self._unanswered: deque[PendingFeatures] = deque()
         self._sender: threading.Thread | None = None
         self._send_failed: BaseException | None = None
@@ -53,8 +53,8 @@ class FeaturePipeline:
         """Send a batch's script calls and return at once. A connection error here is not
         raised: the request is sent again when its result is asked for."""
         plan = self.store.plan(txs, positions)
-        pending = PendingFeatures(plan, self.store.encode(plan.commands) if plan.commands else b"")
-        if not plan.commands:
+        pending = PendingFeatures(plan)
+        if not plan.calls:
             return pending
         self._unanswered.append(pending)
         try:
@@ -62,7 +62,7 @@ class FeaturePipeline:
             if self._connection is None:
                 self._reconnect()  # sends this request with every other unanswered one
             else:
-                self._send_in_background(self._connection, pending.request)
+                self._send_in_background(self._connection, plan.request)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
             logger.warning("redis send failed, will retry %s", kv(error=exc))
             self._drop_connection()
@@ -73,7 +73,7 @@ class FeaturePipeline:
         redis.ConnectionError / TimeoutError while Redis is unreachable; calling again
         retries (the caller decides how long to keep trying)."""
         plan = pending.plan
-        if not plan.commands:
+        if not plan.calls:
             return plan.out
         if not self._unanswered or self._unanswered[0] is not pending:
             raise RuntimeError("feature results must be collected in submission order")
@@ -85,18 +85,14 @@ class FeaturePipeline:
                     self._wait_for_sender()
                 if self._connection is None:
                     self._reconnect()
-                assert self._connection is not None
-                replies = [
-                    self._connection.read_response(disable_decoding=True) for _ in plan.commands
-                ]
+                assert self._replies is not None
+                replies = self._replies.read(plan.calls)
             except NoScriptError:
                 self._drop_connection()  # the rest of this reply stream is useless
                 if attempt == 2:
                     raise
                 logger.warning("redis lost the feature scripts; reloading %s", kv(attempt=attempt))
-                self.store.load_scripts()
-                for unanswered in self._unanswered:
-                    unanswered.request = self.store.encode(unanswered.plan.commands)
+                self.store.load_scripts()  # same SHA-1s: the requests stay as they are
                 continue
             except BaseException:
                 self._drop_connection()
@@ -143,13 +139,14 @@ class FeaturePipeline:
         try:
             if self._unanswered:
                 connection.send_packed_command(
-                    [p.request for p in self._unanswered], check_health=False
+                    [p.plan.request for p in self._unanswered], check_health=False
                 )
         except BaseException:
             connection.disconnect()
             pool.release(connection)
             raise
         self._connection = connection
+        self._replies = ReplyReader(connection)
         if len(self._unanswered) > 1:
             logger.info("resent feature requests %s", kv(batches=len(self._unanswered)))
 
@@ -162,3 +159,4 @@ class FeaturePipeline:
             self._connection.disconnect()
             self.store.client.connection_pool.release(self._connection)
             self._connection = None
+            self._replies = None

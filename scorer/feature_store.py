@@ -12,16 +12,19 @@ nothing; merchant counts skip any source offset already counted.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
+from itertools import chain
 from typing import Any
 
+import hiredis
 import msgpack
 import numpy as np
 import redis
-from redis.exceptions import NoScriptError
+from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 
 from fraudcore.features import (
     FEATURE_NAMES,
@@ -57,12 +60,26 @@ class FeatureStore:
         self.prefix = key_prefix
         self.ttl_ms = str(ttl_s * 1000)
         self._sources = {name: _script(name) for name in ("user", "merchant", "label")}
-        self._sha: dict[str, str] = {}
+        # SCRIPT LOAD answers the script's SHA-1, so requests can be encoded before (and
+        # stay valid after) a reload.
+        self._sha = {
+            name: hashlib.sha1(source.encode()).hexdigest()
+            for name, source in self._sources.items()
+        }
         self.load_scripts()
+        # Every script call of a batch is one RESP array; only the key and the packed
+        # arguments vary, so the rest is built once here.
+        self._user_call = _call_template(self._sha["user"], "0", self.ttl_ms)
+        self._user_call_readonly = _call_template(self._sha["user"], "1", self.ttl_ms)
+        self._merchant_call = _call_template(self._sha["merchant"], "0", self.ttl_ms)
+        self._merchant_call_readonly = _call_template(self._sha["merchant"], "1", self.ttl_ms)
+        self._pack = msgpack.Packer().pack  # msgpack.packb builds a Packer every call
 
     def load_scripts(self) -> None:
         for name, source in self._sources.items():
-            self._sha[name] = str(self.client.script_load(source))
+            sha = str(self.client.script_load(source))
+            if sha != self._sha[name]:
+                raise RuntimeError(f"redis answered sha {sha} for script {name!r}, not SHA-1")
 
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}:u:{{{user_id}}}"
@@ -88,7 +105,9 @@ class FeatureStore:
         """Feature vectors (len(txs) x len(FEATURE_NAMES)) for a batch, in stream order,
         folding the batch into the state unless read-only. One Redis round trip."""
         plan = self.plan(txs, positions, readonly=readonly)
-        return plan.fill(self._run(plan.commands)) if plan.commands else plan.out
+        if not plan.calls:
+            return plan.out
+        return plan.fill(self._run(plan.request, plan.calls))
 
     def plan(
         self,
@@ -97,57 +116,64 @@ class FeatureStore:
         *,
         readonly: bool = False,
     ) -> BatchPlan:
-        """The script calls for a batch (one per user, one per merchant) and where their
-        replies go; the stateless features are already filled in."""
-        out = np.empty((len(txs), len(FEATURE_NAMES)), dtype=np.float64)
-        if not txs:
-            return BatchPlan(out, [], [], 0)
+        """The batch's script calls (one per user, one per merchant) as one RESP request,
+        and where their replies go; the stateless features are already filled in."""
+        n = len(txs)
+        out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
+        if not n:
+            return BatchPlan(out, b"", 0, 0, _NO_ROWS, _NO_ROWS)
         if positions is None:
             if not readonly:
                 raise ValueError("positions are required to update merchant state")
-            positions = [SourcePosition("readonly:0", -1)] * len(txs)
-        by_user: dict[str, list[int]] = {}
-        by_merchant: dict[str, list[int]] = {}
+            positions = [SourcePosition("readonly:0", -1)] * n
+        by_user: dict[str, list[TxnInput]] = {}
+        user_rows: dict[str, list[int]] = {}
+        by_merchant: dict[str, list[Any]] = {}
+        merchant_rows: dict[str, list[int]] = {}
         for i, tx in enumerate(txs):
-            by_user.setdefault(tx.user_id, []).append(i)
-            by_merchant.setdefault(tx.merchant_id, []).append(i)
+            user = by_user.get(tx.user_id)
+            if user is None:
+                by_user[tx.user_id] = [tx]
+                user_rows[tx.user_id] = [i]
+            else:
+                user.append(tx)
+                user_rows[tx.user_id].append(i)
+            position = positions[i]
+            merchant = by_merchant.get(tx.merchant_id)
+            if merchant is None:
+                by_merchant[tx.merchant_id] = [tx.ts_ms, position.source, position.offset]
+                merchant_rows[tx.merchant_id] = [i]
+            else:
+                merchant += (tx.ts_ms, position.source, position.offset)
+                merchant_rows[tx.merchant_id].append(i)
         out[:, : _USER_SLICE.start] = stateless_matrix(
-            np.fromiter((tx.ts_ms for tx in txs), np.int64, len(txs)),
-            np.fromiter((tx.cents for tx in txs), np.int64, len(txs)),
+            np.fromiter((tx.ts_ms for tx in txs), np.int64, n),
+            np.fromiter((tx.cents for tx in txs), np.int64, n),
         )
-        flag = "1" if readonly else "0"
-        commands: list[tuple[Any, ...]] = []
-        for user_id, rows in by_user.items():
-            events = []
-            for i in rows:
-                tx = txs[i]
-                lat, lon = tx.lat, tx.lon  # false, not nil: a nil would end the Lua array
-                events.append(
-                    (
-                        tx.transaction_id,
-                        tx.ts_ms,
-                        tx.cents,
-                        tx.merchant_id,
-                        tx.country,
-                        False if lat is None else lat,
-                        False if lon is None else lon,
-                        tx.device,
-                    )
-                )
-            args = msgpack.packb(events)
-            commands.append(("user", "1", self.user_key(user_id), args, flag, self.ttl_ms))
-        for merchant_id, rows in by_merchant.items():
-            args = msgpack.packb(
-                [[txs[i].ts_ms, positions[i].source, positions[i].offset] for i in rows]
-            )
-            commands.append(
-                ("merchant", "1", self.merchant_key(merchant_id), args, flag, self.ttl_ms)
-            )
-        groups = [*by_user.values(), *by_merchant.values()]
-        return BatchPlan(out, commands, groups, len(by_user))
-
-    def encode(self, commands: Sequence[tuple[Any, ...]]) -> bytes:
-        return _encode(commands, self._sha)
+        pack = self._pack
+        chunks: list[bytes] = []
+        append = chunks.append
+        # The user script takes the TxnInput tuples as they are (lat/lon nil when unknown).
+        template = self._user_call_readonly if readonly else self._user_call
+        key_head = f"{self.prefix}:u:{{"
+        for user_id, events in by_user.items():
+            key = f"{key_head}{user_id}}}".encode()
+            args = pack(events)
+            append(template % (len(key), key, len(args), args))
+        template = self._merchant_call_readonly if readonly else self._merchant_call
+        key_head = f"{self.prefix}:m:{{"
+        for merchant_id, flat in by_merchant.items():
+            key = f"{key_head}{merchant_id}}}".encode()
+            args = pack(flat)
+            append(template % (len(key), key, len(args), args))
+        return BatchPlan(
+            out,
+            b"".join(chunks),
+            len(chunks),
+            len(by_user),
+            np.fromiter(chain.from_iterable(user_rows.values()), np.intp, n),
+            np.fromiter(chain.from_iterable(merchant_rows.values()), np.intp, n),
+        )
 
     def fold_label(
         self, merchant_id: str, transaction_id: str, label: str, available_ms: int
@@ -163,25 +189,19 @@ class FeatureStore:
             ("label", "1", self.merchant_key(m), txid, label, str(available), self.ttl_ms)
             for m, txid, label, available in labels
         ]
-        return sum(int(r) for r in self._run(commands))
+        replies = self._run(_encode(commands, self._sha), len(commands))
+        return sum(int(r) for r in replies)
 
-    def _run(self, commands: Sequence[tuple[Any, ...]]) -> list[Any]:
-        """EVALSHA every command in one round trip and return the replies in order.
-
-        The RESP request is encoded here and written in one piece: redis-py's pipeline
-        costs several microseconds a command, more than the scripts themselves. If Redis
-        lost the scripts (a restart), they are reloaded and the batch is sent once more,
-        which is safe because every script is idempotent."""
+    def _run(self, request: bytes, calls: int) -> list[Any]:
+        """Send a request of `calls` EVALSHA commands in one piece and return the replies
+        in order. If Redis lost the scripts (a restart), they are reloaded and the request
+        is sent once more, which is safe because every script is idempotent."""
         for attempt in (1, 2):
-            request = self.encode(commands)
             pool = self.client.connection_pool
             connection = pool.get_connection()
             try:
                 connection.send_packed_command([request], check_health=False)
-                replies = []
-                for _ in commands:
-                    replies.append(connection.read_response(disable_decoding=True))
-                return replies
+                return ReplyReader(connection).read(calls)
             except NoScriptError:
                 connection.disconnect()  # later replies of this request are unread
                 if attempt == 2:
@@ -196,33 +216,37 @@ class FeatureStore:
         raise AssertionError("unreachable")
 
 
+_NO_ROWS = np.empty(0, dtype=np.intp)
+_USER_WIDTH = _USER_SLICE.stop - _USER_SLICE.start
+_MERCHANT_WIDTH = _MERCHANT_SLICE.stop - _MERCHANT_SLICE.start
+
+
 @dataclass(frozen=True)
 class BatchPlan:
     """A batch's script calls, and the feature matrix their replies complete."""
 
     out: np.ndarray
-    commands: list[tuple[Any, ...]]
-    groups: list[list[int]]  # rows of `out` each call answers for, in call order
+    request: bytes  # RESP: every call of the batch, users first
+    calls: int
     n_users: int  # the first n_users calls are user calls, the rest merchant calls
+    user_rows: np.ndarray  # rows of `out` the user replies answer for, in reply order
+    merchant_rows: np.ndarray
 
     def fill(self, replies: Sequence[bytes]) -> np.ndarray:
-        """Write the replies into the matrix: one assignment per kind of call."""
-        user_rows: list[int] = []
-        user_values: list[list[float]] = []
-        merchant_rows: list[int] = []
-        merchant_values: list[list[float]] = []
-        for call, (rows, reply) in enumerate(zip(self.groups, replies, strict=True)):
-            if call < self.n_users:
-                user_rows += rows
-                user_values += msgpack.unpackb(reply)
-            else:
-                merchant_rows += rows
-                merchant_values += msgpack.unpackb(reply)
-        if user_rows:
-            self.out[user_rows, _USER_SLICE] = user_values
-        if merchant_rows:
-            self.out[merchant_rows, _MERCHANT_SLICE] = merchant_values
+        """Write the replies (little-endian doubles, a vector per transaction) into the
+        matrix: one assignment per kind of call."""
+        n_users = self.n_users
+        self._put(b"".join(replies[:n_users]), self.user_rows, _USER_SLICE, _USER_WIDTH)
+        self._put(b"".join(replies[n_users:]), self.merchant_rows, _MERCHANT_SLICE, _MERCHANT_WIDTH)
         return self.out
+
+    def _put(self, data: bytes, rows: np.ndarray, columns: slice, width: int) -> None:
+        if len(data) != 8 * width * len(rows):
+            raise ValueError(
+                f"feature replies hold {len(data)} bytes, expected {len(rows)} x {width} doubles"
+            )
+        # + 0.0 turns a -0.0 into 0.0, as msgpack (which carried it as integer 0) did.
+        self.out[rows, columns] = np.frombuffer(data, "<f8").reshape(len(rows), width) + 0.0
 
 
 @dataclass(frozen=True)
@@ -230,6 +254,64 @@ class MerchantSnapshot:
     days: dict[int, int]
     marks: dict[str, int]
     frauds: dict[str, int]
+
+
+class ReplyReader:
+    """A connection's replies read straight off its socket into a hiredis reader: one
+    `gets` a reply instead of redis-py's read_response, which costs a few microseconds
+    each. Only for a connection whose replies are all read here (or none pending when
+    redis-py reads from it)."""
+
+    def __init__(self, connection: Any) -> None:
+        self.connection = connection
+        self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=_reply_error)
+
+    def read(self, count: int) -> list[Any]:
+        """The next `count` replies; a reply error (e.g. NOSCRIPT) is raised."""
+        replies: list[Any] = []
+        gets = self._reader.gets
+        while len(replies) < count:
+            reply = gets()
+            if reply is False:
+                self._receive()
+            elif isinstance(reply, ResponseError):
+                raise reply
+            else:
+                replies.append(reply)
+        return replies
+
+    def _receive(self) -> None:
+        sock = self.connection._sock
+        if sock is None:
+            raise redis.ConnectionError("connection closed")
+        try:
+            data = sock.recv(_RECEIVE_BYTES)
+        except TimeoutError as exc:
+            raise redis.TimeoutError("timeout reading from redis") from exc
+        except OSError as exc:
+            raise redis.ConnectionError(f"error reading from redis: {exc}") from exc
+        if not data:
+            raise redis.ConnectionError("connection closed by redis")
+        self._reader.feed(data)
+
+
+_RECEIVE_BYTES = 1 << 18
+
+
+def _reply_error(message: str) -> ResponseError:
+    if message.startswith("NOSCRIPT "):
+        return NoScriptError(message[len("NOSCRIPT ") :])
+    return ResponseError(message)
+
+
+def _call_template(sha: str, readonly: str, ttl_ms: str) -> bytes:
+    """EVALSHA <sha> 1 <key> <args> <readonly> <ttl> with %-slots for key and args."""
+    return (
+        b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n" % sha.encode()
+        + b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
+        + b"$%d\r\n%b\r\n$%d\r\n%b\r\n"
+        % (len(readonly), readonly.encode(), len(ttl_ms), ttl_ms.encode())
+    )
 
 
 def _encode(commands: Sequence[tuple[Any, ...]], sha: dict[str, str]) -> bytes:

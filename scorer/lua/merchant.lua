@@ -6,10 +6,10 @@
 --            marks  "topic:partition" -> highest source offset already counted, so a
 --                   replayed batch (after an aborted Kafka transaction) counts nothing twice
 --            frauds transaction_id -> available_at ms of its first fraud label
--- ARGV[1]  msgpack array of {ts_ms, "topic:partition", offset}
+-- ARGV[1]  msgpack array of ts_ms, "topic:partition", offset, ts_ms, ... (3 per transaction)
 -- ARGV[2]  "1" = read-only
 -- ARGV[3]  idle expiry in ms
--- Returns  msgpack array of 8-value feature arrays.
+-- Returns  the feature vectors, 8 little-endian doubles per transaction, concatenated.
 local DAY = 86400000
 local txs = cmsgpack.unpack(ARGV[1])
 local readonly = ARGV[2] == "1"
@@ -20,8 +20,8 @@ local days, marks, frauds = st[1], st[2], st[3]
 
 local results = {}
 local changed = false
-for i = 1, #txs do
-  local t, source, offset = txs[i][1], txs[i][2], txs[i][3]
+for i = 1, #txs, 3 do
+  local t, source, offset = txs[i], txs[i + 1], txs[i + 2]
   local today = math.floor(t / DAY)
   local c1, c7, c30 = days[today - 1] or 0, 0, 0
   for day = today - 30, today - 1 do
@@ -42,7 +42,7 @@ for i = 1, #txs do
       end
     end
   end
-  results[i] = {c1, c7, c30, f1, f7, f30, f7 / (c7 + 1), f30 / (c30 + 1)}
+  results[#results + 1] = struct.pack("<dddddddd", c1, c7, c30, f1, f7, f30, f7 / (c7 + 1), f30 / (c30 + 1))
   if not readonly and offset > (marks[source] or -1) then
     for day in pairs(days) do
       if day < today - 31 then days[day] = nil end
@@ -55,4 +55,4 @@ end
 if changed then
   redis.call("SET", KEYS[1], cmsgpack.pack({days, marks, frauds}), "PX", ARGV[3])
 end
-return cmsgpack.pack(results)
+return table.concat(results)

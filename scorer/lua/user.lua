@@ -2,19 +2,21 @@
 -- Mirrors fraudcore/features.py (user_features, update_user) operation for operation:
 -- a test asserts both give identical vectors. Change one, change the other.
 --
--- KEYS[1]  user state: concatenated msgpack values (format 2, below)
--- ARGV[1]  msgpack array of {txid, ts_ms, cents, merchant, country, lat, lon, device}
---          in stream order (lat/lon false when unknown, country/device "" when unknown)
+-- KEYS[1]  user state: concatenated msgpack values (format 3, below)
+-- ARGV[1]  msgpack array of the transactions' TxnInput tuples, in stream order:
+--          {txid, user, merchant, ts_ms, cents, country, lat, lon, device}
+--          (lat/lon nil when unknown, country/device "" when unknown)
 -- ARGV[2]  "1" = read-only (compute, change nothing)
 -- ARGV[3]  idle expiry of the state, in ms
--- Returns  msgpack array of 21-value feature arrays, one per transaction.
+-- Returns  the feature vectors, 21 little-endian doubles per transaction, concatenated
+--          (the client reads them with one numpy.frombuffer; NaN = missing).
 --
--- State format 2 is flat on purpose: msgpack decoding and encoding is most of this
+-- State format 3 is flat on purpose: msgpack decoding and encoding is most of this
 -- script's cost, and it grows with the number of Lua tables, not with bytes. So:
---   2, recent, days, open_day, open_count, open_sum, open_sq, last_ts, last_lat, last_lon,
+--   3, recent, days, open_day, open_count, open_sum, open_sq, last_ts, last_lat, last_lon,
 --   devices, countries
 --   recent     8 values per event: txid, ts, cents, merchant, country, lat, lon, result,
---              where result is the event's feature vector already msgpack-encoded (it is
+--              where result is the event's feature vector as it was returned (21 doubles;
 --              only sent back on a replay, so it is never decoded here)
 --   open_*     the bucket of the latest UTC day: day (false when none), count, cents sum,
 --              cents^2 sum; most calls only add to it
@@ -23,8 +25,9 @@
 --              below 2^53); an opaque string costs next to nothing to decode and encode
 --   last_*     the latest event (false when there is none)
 --   devices    3 values per device: id, first ts, last ts (countries alike)
--- Format 1 (one msgpack array {recent, days, last, devices, countries} of nested tables)
--- is still read, and rewritten as format 2 by the first call that changes the state.
+-- Format 2 (the same, with each result a msgpack array) and format 1 (one msgpack array
+-- {recent, days, last, devices, countries} of nested tables) are still read, and rewritten
+-- as format 3 by the first call that changes the state.
 local DAY = 86400000
 local HOUR = 3600000
 local MINUTE = 60000
@@ -35,6 +38,7 @@ local RAD = math.pi / 180
 local floor = math.floor
 local DAY_RECORD = "<i4i4dd"
 local DAY_BYTES = 24
+local VECTOR = "<" .. string.rep("d", 21)
 
 local txs = cmsgpack.unpack(ARGV[1])
 local readonly = ARGV[2] == "1"
@@ -51,7 +55,7 @@ local function upgrade(st)
     local n = #recent
     recent[n + 1], recent[n + 2], recent[n + 3], recent[n + 4] = e[1], e[2], e[3], e[4]
     recent[n + 5], recent[n + 6], recent[n + 7] = e[5], e[6], e[7]
-    recent[n + 8] = cmsgpack.pack(e[8])
+    recent[n + 8] = struct.pack(VECTOR, unpack(e[8]))
   end
   local order = {}
   for day in pairs(old_days) do order[#order + 1] = day end
@@ -82,12 +86,18 @@ end
 if not raw then
   recent, days, open_day, open_count, open_sum, open_sq = {}, "", false, 0, 0, 0
   last_ts, last_lat, last_lon, devices, countries = false, false, false, {}, {}
-elseif string.byte(raw, 1) == 2 then
-  local _
-  _, recent, days, open_day, open_count, open_sum, open_sq,
-    last_ts, last_lat, last_lon, devices, countries = cmsgpack.unpack(raw)
 else
-  upgrade(cmsgpack.unpack(raw))
+  local format = string.byte(raw, 1)
+  if format == 3 or format == 2 then
+    local _
+    _, recent, days, open_day, open_count, open_sum, open_sq,
+      last_ts, last_lat, last_lon, devices, countries = cmsgpack.unpack(raw)
+    if format == 2 then
+      for j = 8, #recent, 8 do recent[j] = struct.pack(VECTOR, unpack(cmsgpack.unpack(recent[j]))) end
+    end
+  else
+    upgrade(cmsgpack.unpack(raw))
+  end
 end
 
 local function mean(total, count)
@@ -109,9 +119,9 @@ local function first_seen(seen, key)
   return nil
 end
 
--- Returns the msgpack-encoded 21-value feature array, and whether it is a replay.
+-- Returns the packed 21-value feature vector, and whether it is a replay.
 local function features(tx)
-  local txid, t, cents, lat, lon, country, device = tx[1], tx[2], tx[3], tx[6], tx[7], tx[5], tx[8]
+  local txid, t, cents, lat, lon, country, device = tx[1], tx[4], tx[5], tx[7], tx[8], tx[6], tx[9]
   for j = 1, #recent, 8 do
     if recent[j] == txid then return recent[j + 7], true end
   end
@@ -210,12 +220,12 @@ local function features(tx)
     if first and first < t then new_country = 0 else new_country = 1 end
   end
 
-  return cmsgpack.pack({
+  return struct.pack(VECTOR,
     c1m, c10m, c1h, c24h, count7, count30,
     sum24h / 100, mean(sum24h, c24h), sum7 / 100, mean(sum7, count7),
     sum30 / 100, mean30, ratio, zscore, since_prev,
-    n_merchants, n_countries, distance, speed, new_device, new_country,
-  }), false
+    n_merchants, n_countries, distance, speed, new_device, new_country
+  ), false
 end
 
 -- Drops the keys unused for KNOWN_FOR before t, then records key at t.
@@ -248,7 +258,7 @@ local function remember(seen, key, t)
 end
 
 local function update(tx, result)
-  local t, cents = tx[2], tx[3]
+  local t, cents, lat, lon = tx[4], tx[5], tx[7] or false, tx[8] or false
   local n = #recent
   for j = 2, n, 8 do
     if recent[j] < t - DAY then
@@ -263,8 +273,8 @@ local function update(tx, result)
       break
     end
   end
-  recent[n + 1], recent[n + 2], recent[n + 3], recent[n + 4] = tx[1], t, cents, tx[4]
-  recent[n + 5], recent[n + 6], recent[n + 7], recent[n + 8] = tx[5], tx[6], tx[7], result
+  recent[n + 1], recent[n + 2], recent[n + 3], recent[n + 4] = tx[1], t, cents, tx[3]
+  recent[n + 5], recent[n + 6], recent[n + 7], recent[n + 8] = tx[6], lat, lon, result
 
   -- Buckets of days before today - 30 expire; the earliest are first in `days`.
   local today = floor(t / DAY)
@@ -301,9 +311,9 @@ local function update(tx, result)
     days = table.concat(out)
   end
 
-  if (not last_ts) or t >= last_ts then last_ts, last_lat, last_lon = t, tx[6], tx[7] end
-  devices = remember(devices, tx[8], t)
-  countries = remember(countries, tx[5], t)
+  if (not last_ts) or t >= last_ts then last_ts, last_lat, last_lon = t, lat, lon end
+  devices = remember(devices, tx[9], t)
+  countries = remember(countries, tx[6], t)
 end
 
 local results = {}
@@ -318,18 +328,9 @@ for i = 1, #txs do
 end
 if changed then
   redis.call("SET", KEYS[1], cmsgpack.pack(
-    2, recent, days, open_day, open_count, open_sum, open_sq,
+    3, recent, days, open_day, open_count, open_sum, open_sq,
     last_ts, last_lat, last_lon, devices, countries
   ), "PX", ARGV[3])
 end
 
-local n = #results
-local head
-if n < 16 then
-  head = string.char(0x90 + n)
-elseif n < 65536 then
-  head = string.char(0xdc, floor(n / 256), n % 256)
-else
-  head = string.char(0xdd, floor(n / 16777216), floor(n / 65536) % 256, floor(n / 256) % 256, n % 256)
-end
-return head .. table.concat(results)
+return table.concat(results)

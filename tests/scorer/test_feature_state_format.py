@@ -1,72 +1,147 @@
-"""The user state's storage format: states written by the format-1 script (nested msgpack
-tables, kept in tests/scorer/format1/) are read by the current script, rewritten as format 2
-on first change, and give exactly the offline features before, across and after the switch,
-replays included."""
+"""The user state's storage format: states written by earlier scripts (format 1, nested
+msgpack tables, in tests/scorer/format1/; format 2, flat with msgpack replay vectors, in
+tests/scorer/format2/) are read by the current script, rewritten as format 3 on first
+change, and give exactly the offline features before, across and after the switch,
+replays included.
+
+The earlier scripts spoke an earlier protocol (msgpack arguments and replies); `_legacy`
+below speaks it for them."""
 
 from __future__ import annotations
 
 import random
 from pathlib import Path
 
+import msgpack
 import numpy as np
+import pytest
 
-from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES, OfflineFeatureBuilder, TxnInput
+from fraudcore.features import (
+    FEATURE_INDEX,
+    FEATURE_NAMES,
+    STATELESS_NAMES,
+    USER_NAMES,
+    OfflineFeatureBuilder,
+    TxnInput,
+    stateless_matrix,
+)
 from scorer.feature_store import FeatureStore, SourcePosition
 from tests.scorer.streams import random_stream
 
-FORMAT1_USER_SCRIPT = Path(__file__).parent / "format1" / "user.lua"
+HERE = Path(__file__).parent
+USER = slice(len(STATELESS_NAMES), len(STATELESS_NAMES) + len(USER_NAMES))
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return (a == b) | (np.isnan(a) & np.isnan(b))
 
 
+def _identical(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit for bit (NaN payloads and signs of zero included)."""
+    return a.shape == b.shape and a.tobytes() == b.tobytes()
+
+
+def _txs(chunk) -> list[TxnInput]:
+    return [TxnInput.from_record(r, ts) for r, ts in chunk]
+
+
 def _compute(store: FeatureStore, stream, first: int, batch: int) -> np.ndarray:
     rows = []
     for start in range(0, len(stream), batch):
         chunk = stream[start : start + batch]
-        txs = [TxnInput.from_record(r, ts) for r, ts in chunk]
         positions = [SourcePosition("t:0", first + start + i) for i in range(len(chunk))]
-        rows.append(store.compute(txs, positions))
+        rows.append(store.compute(_txs(chunk), positions))
+    return np.vstack(rows)
+
+
+def _legacy(store: FeatureStore, sha: str, stream, first: int, batch: int) -> np.ndarray:
+    """Vectors with the user features from an earlier user script (its protocol: one
+    msgpack array of {txid, ts, cents, merchant, country, lat|false, lon|false, device}
+    per user, a msgpack array of vectors back) and the merchant ones from the current
+    merchant script, which the earlier user scripts shipped with in the same form."""
+    rows = []
+    for start in range(0, len(stream), batch):
+        txs = _txs(stream[start : start + batch])
+        out = np.full((len(txs), len(FEATURE_NAMES)), np.nan)
+        out[:, : USER.start] = stateless_matrix(
+            np.array([tx.ts_ms for tx in txs]), np.array([tx.cents for tx in txs])
+        )
+        by_user: dict[str, list[int]] = {}
+        by_merchant: dict[str, list[int]] = {}
+        for i, tx in enumerate(txs):
+            by_user.setdefault(tx.user_id, []).append(i)
+            by_merchant.setdefault(tx.merchant_id, []).append(i)
+        for merchant_id, members in by_merchant.items():
+            flat = [v for i in members for v in (txs[i].ts_ms, "t:0", first + start + i)]
+            reply = store.client.evalsha(
+                store._sha["merchant"],
+                1,
+                store.merchant_key(merchant_id),
+                msgpack.packb(flat),
+                "0",
+                store.ttl_ms,
+            )
+            out[members, USER.stop :] = np.frombuffer(reply, "<f8").reshape(len(members), -1)
+        for user_id, members in by_user.items():
+            events = [
+                (
+                    txs[i].transaction_id,
+                    txs[i].ts_ms,
+                    txs[i].cents,
+                    txs[i].merchant_id,
+                    txs[i].country,
+                    False if txs[i].lat is None else txs[i].lat,
+                    False if txs[i].lon is None else txs[i].lon,
+                    txs[i].device,
+                )
+                for i in members
+            ]
+            reply = store.client.evalsha(
+                sha, 1, store.user_key(user_id), msgpack.packb(events), "0", store.ttl_ms
+            )
+            out[members, USER] = msgpack.unpackb(reply)
+        rows.append(out)
     return np.vstack(rows)
 
 
 def _formats(store: FeatureStore, stream) -> set[int]:
-    """First byte of every user state: 0x95 for format 1 (an array of 5), 2 for format 2."""
+    """First byte of every user state: 0x95 for format 1 (an array of 5), else the number."""
     keys = {store.user_key(r["user_id"]) for r, _ in stream}
     return {raw[0] for raw in store.client.mget(sorted(keys)) if raw}
 
 
-def test_format1_states_upgrade_with_identical_features(store: FeatureStore) -> None:
-    # ~40 days, so day buckets written in format 1 expire under format 2.
+@pytest.mark.parametrize(("old", "marker"), [("format1", 0x95), ("format2", 2)])
+def test_earlier_states_upgrade_with_identical_features(
+    store: FeatureStore, old: str, marker: int
+) -> None:
+    # ~40 days, so day buckets written in the old format expire under format 3.
     stream = random_stream(seed=21, n=2000, users=15, mean_gap_s=1800)
     expected = OfflineFeatureBuilder().transactions(stream)
     half = len(stream) // 2
 
-    current = store._sha["user"]
-    store._sha["user"] = str(store.client.script_load(FORMAT1_USER_SCRIPT.read_text()))
-    before = _compute(store, stream[:half], first=0, batch=61)
-    assert _formats(store, stream[:half]) == {0x95}
-    store._sha["user"] = current
+    sha = str(store.client.script_load((HERE / old / "user.lua").read_text()))
+    before = _legacy(store, sha, stream[:half], first=0, batch=61)
+    assert _formats(store, stream[:half]) == {marker}
 
-    # Replays of transactions stored in format 1 (the tail is still in the 24 h window)
-    # get their first vectors back and change nothing, so the states stay format 1.
+    # Replays of transactions stored in the old format (the tail is still in the 24 h
+    # window) get their first vectors back, bit for bit, and change nothing.
     tail = stream[half - 30 : half]
+    states = store.client.mget(sorted({store.user_key(r["user_id"]) for r, _ in tail}))
     replayed = _compute(store, tail, first=half - 30, batch=10)
-    assert _same(replayed, before[-30:]).all()
-    assert _formats(store, stream[:half]) == {0x95}
+    assert _identical(replayed[:, USER], before[-30:, USER])
+    assert store.client.mget(sorted({store.user_key(r["user_id"]) for r, _ in tail})) == states
 
     after = _compute(store, stream[half:], first=half, batch=61)
-    assert _formats(store, stream) == {2}
+    assert _formats(store, stream) == {3}
     got = np.vstack([before, after])
     bad = [FEATURE_NAMES[j] for j in np.where(~_same(got, expected).all(axis=0))[0]]
     assert not bad, f"features differ from offline across the format switch: {bad}"
     assert np.nanmax(got[:, FEATURE_INDEX["user_txn_count_30d"]]) >= 30
 
 
-def test_format2_long_stream_equals_offline(store: FeatureStore) -> None:
+def test_format3_long_stream_equals_offline(store: FeatureStore) -> None:
     """Events up to three days out of order (into day buckets already closed) and 30-day
-    expiry, format 2 throughout."""
+    expiry, format 3 throughout."""
     rng = random.Random(23)
     stream = [
         (record, ts - rng.uniform(0, 3 * 86_400) if rng.random() < 0.15 else ts)
@@ -74,6 +149,6 @@ def test_format2_long_stream_equals_offline(store: FeatureStore) -> None:
     ]
     expected = OfflineFeatureBuilder().transactions(stream)
     got = _compute(store, stream, first=0, batch=37)
-    assert _formats(store, stream) == {2}
+    assert _formats(store, stream) == {3}
     assert _same(got, expected).all()
     assert np.nanmax(got[:, FEATURE_INDEX["user_txn_count_7d"]]) >= 5
