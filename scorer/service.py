@@ -2,9 +2,10 @@
 
 Where a message enters: `Scorer.run` consumes `transactions` in micro-batches and
 `_intake` decodes them and sends their feature requests to Redis. Where it leaves:
-`_finish` scores the batch and `_commit_batch` writes scores, alerts and dead letters and
-the consumed offsets in one Kafka transaction; meanwhile Redis already computes the next
-batch's features. Features are folded into Redis before the transaction begins; that
+`_finish` scores the batch and writes scores, alerts and dead letters and the consumed
+offsets in one Kafka transaction (scorer/transactions.py), whose commit runs in the
+background while the next batch is scored; meanwhile Redis already computes the features
+of the batch after that. Features are folded into Redis before the transaction begins; that
 is safe because the Redis update is idempotent per transaction_id (a replay after an
 abort or a crash computes the same vector and changes nothing), so a crash at any point
 loses nothing and doubles nothing.
@@ -34,6 +35,7 @@ from scorer.feature_store import FeatureStore, SourcePosition
 from scorer.model_manager import LoadedModel, ModelManager
 from scorer.pipeline import Accepted, OutMessage, Rejected, dead_letter, decode_batch, outputs
 from scorer.settings import ScorerSettings
+from scorer.transactions import BackgroundCommitter
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +53,18 @@ class Health:
     redis: bool = False
     stopping: bool = False
     details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Scored:
+    """What is left to record of a batch once its outputs are committed."""
+
+    batch: Batch
+    scores: np.ndarray
+    severities: list[str]
+    version: str
+    features_s: float
+    model_s: float
 
 
 @dataclass
@@ -127,6 +141,11 @@ class Scorer:
         self._in_flight: Batch | None = None
         self._features_pipeline: FeaturePipeline | None = None
         self._clients: tuple[Consumer, Producer] | None = None
+        # Exactly once: the Kafka commit of a batch runs while the next one is scored.
+        self._committer: BackgroundCommitter | None = None
+        # Partitions sought back since the last consume, so that voiding several batches
+        # leaves each partition at the earliest of their first offsets.
+        self._rewound: dict[tuple[str, int], int] = {}
 
     # ------------------------------------------------------------------ start-up
     def connect(self) -> None:
@@ -182,6 +201,10 @@ class Scorer:
             producer_extra["transactional.id"] = settings.transactional_id
             producer_extra["transaction.timeout.ms"] = settings.scorer_transaction_timeout_ms
         producer = Producer(producer_config(base, **producer_extra))
+        if self.exactly_once:
+            self._committer = BackgroundCommitter(
+                producer, settings.scorer_startup_timeout_s, self._on_commit_retriable
+            )
         consumer = Consumer(
             consumer_config(
                 base,
@@ -223,6 +246,7 @@ class Scorer:
             if self._in_flight is not None:
                 self._finish(self._in_flight, consumer, producer)
                 self._in_flight = None
+            self._settle_commit(consumer)
             return 0
         except OutageError as exc:
             logger.error("giving up, a supervisor should restart us %s", kv(error=exc))
@@ -235,6 +259,8 @@ class Scorer:
             metrics.ready.set(0)
             self.models.stop()
             self._discard_in_flight()
+            if self._committer is not None:
+                self._committer.close()
             consumer.close()
             producer.flush(5)
             logger.info("scorer stopped")
@@ -242,17 +268,22 @@ class Scorer:
     def _step(self, msgs: list[Message], consumer: Consumer, producer: Producer) -> None:
         """Take in the new batch, finish the one in flight; the new one stays in flight
         only if it is large enough to gain from overlapping with Redis."""
+        self._rewound = {}
         batch = self._intake(msgs) if msgs else None
         previous, self._in_flight = self._in_flight, batch
         if previous is not None and not self._finish(previous, consumer, producer):
             if batch is not None:
                 # The batch before was rewound: the one taken in after it is void too.
-                self._rewind(batch.first, consumer, keep=previous.first)
+                self._rewind(batch.first, consumer)
                 self._discard_in_flight()
             return
         if batch is not None and len(msgs) < self.settings.scorer_overlap_min_batch:
             self._in_flight = None
             self._finish(batch, consumer, producer)
+        elif previous is None and batch is None:
+            # Idle: settle the last commit now rather than with the next batch, so its
+            # metrics are current and an abort is retried at once.
+            self._settle_commit(consumer)
 
     def _intake(self, msgs: list[Message]) -> Batch | None:
         """Check, decode and send a batch's feature requests to Redis; the rest of the
@@ -325,19 +356,66 @@ class Scorer:
         t_model = time.perf_counter()
 
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in batch.last.items()]
-        commit = self._commit_batch if self.exactly_once else self._deliver_batch
-        if not commit(out, offsets, batch.first, consumer, producer):
+        scored = Scored(
+            batch, scores, severities, loaded.version, batch.submit_s + t_features - started,
+            t_model - t_features,
+        )  # fmt: skip
+        if self._committer is None:
+            if not self._deliver_batch(out, offsets, batch.first, consumer, producer):
+                return False
+            self._record(scored, time.time(), time.perf_counter() - t_model)
+            return True
+        # The commit of the batch before ran while this one was scored; it must be
+        # settled before this batch's transaction begins.
+        if not self._settle_commit(consumer):
+            self._rewind(batch.first, consumer)
             return False
-        committed = time.time()
-        t_commit = time.perf_counter()
+        t_produce = time.perf_counter()
 
+        def produce() -> None:
+            for message in out:
+                self._produce(producer, message)
+            metrics.stage_seconds.labels("produce").observe(time.perf_counter() - t_produce)
+
+        group = consumer.consumer_group_metadata()
+        if not self._committer.start(produce, offsets, group, batch.first, scored):
+            self._rewind(batch.first, consumer)
+            return False
+        return True
+
+    def _settle_commit(self, consumer: Consumer) -> bool:
+        """Wait for the Kafka commit running in the background, if any, and record its
+        batch. False if it was aborted: the consumer is rewound to that batch's start."""
+        if self._committer is None:
+            return True
+        settled = self._committer.settle()
+        if settled is None:
+            return True
+        commit, waited_s = settled
+        if commit.aborted:
+            self._rewind(commit.first, consumer)
+            return False
+        self._kafka_outage.recovered()
+        self.health.kafka = True
+        self._record(commit.payload, commit.committed_at, commit.main_thread_s + waited_s)
+        return True
+
+    def _on_commit_retriable(self, error: KafkaError) -> None:
+        """On the commit thread: a retriable commit error; gives up past the outage limit."""
+        self.health.kafka = False
+        self._kafka_outage.failed(error)
+
+    def _record(self, scored: Scored, committed: float, commit_s: float) -> None:
+        """Metrics and logs of a committed batch."""
+        batch = scored.batch
+        accepted, rejected = batch.accepted, batch.rejected
         metrics.stage_seconds.labels("decode").observe(batch.decode_s)
-        metrics.stage_seconds.labels("features").observe(batch.submit_s + t_features - started)
-        metrics.stage_seconds.labels("model").observe(t_model - t_features)
-        metrics.stage_seconds.labels("commit").observe(t_commit - t_model)
+        metrics.stage_seconds.labels("features").observe(scored.features_s)
+        metrics.stage_seconds.labels("model").observe(scored.model_s)
+        metrics.stage_seconds.labels("commit").observe(commit_s)
         metrics.scored.inc(len(accepted))
-        for level in severities:
-            metrics.alerted.labels(level, loaded.version).inc()
+        for level in scored.severities:
+            metrics.alerted.labels(level, scored.version).inc()
         for reject in rejected:
             metrics.dead_lettered.labels(reject.error.reason).inc()
             msg = reject.msg
@@ -354,8 +432,7 @@ class Scorer:
                 committed
                 - np.fromiter((a.msg.timestamp()[1] for a in accepted), float, len(accepted)) / 1000
             )
-            metrics.score_distribution.observe_many(scores, loaded.version)
-        return True
+            metrics.score_distribution.observe_many(scored.scores, scored.version)
 
     def _pipeline(self) -> FeaturePipeline:
         if self._features_pipeline is None:
@@ -376,64 +453,18 @@ class Scorer:
                 self.health.redis = False
                 self._redis_outage.failed(exc)
 
-    @staticmethod
-    def _rewind(
-        first: dict[tuple[str, int], int],
-        consumer: Consumer,
-        keep: dict[tuple[str, int], int] | None = None,
-    ) -> None:
+    def _rewind(self, first: dict[tuple[str, int], int], consumer: Consumer) -> None:
         """Seek each partition back to a batch's first offset, so that the batch is
-        consumed again; partitions in `keep` were already rewound further."""
+        consumed again; a partition already sought back for an earlier batch stays."""
         for (topic, partition), offset in first.items():
-            if keep is None or (topic, partition) not in keep:
+            if (topic, partition) not in self._rewound:
+                self._rewound[topic, partition] = offset
                 consumer.seek(TopicPartition(topic, partition, offset))
 
     def _discard_in_flight(self) -> None:
         self._in_flight = None
         if self._features_pipeline is not None:
             self._features_pipeline.discard()
-
-    def _commit_batch(
-        self,
-        out: list[OutMessage],
-        offsets: list[TopicPartition],
-        first: dict[tuple[str, int], int],
-        consumer: Consumer,
-        producer: Producer,
-    ) -> bool:
-        """One Kafka transaction: outputs + consumed offsets. False if it was aborted
-        (the consumer is rewound to the batch start so the batch is processed again)."""
-        t_produce = time.perf_counter()
-        try:
-            producer.begin_transaction()
-            for message in out:
-                self._produce(producer, message)
-            metrics.stage_seconds.labels("produce").observe(time.perf_counter() - t_produce)
-            producer.send_offsets_to_transaction(
-                offsets, consumer.consumer_group_metadata(), self.settings.scorer_startup_timeout_s
-            )
-            while True:
-                try:
-                    producer.commit_transaction(self.settings.scorer_startup_timeout_s)
-                    self._kafka_outage.recovered()
-                    return True
-                except KafkaException as exc:
-                    if not exc.args[0].retriable():
-                        raise
-                    metrics.kafka_errors.labels("retriable").inc()
-                    self.health.kafka = False
-                    self._kafka_outage.failed(exc.args[0])
-        except KafkaException as exc:
-            error: KafkaError = exc.args[0]
-            if not error.txn_requires_abort():
-                metrics.kafka_errors.labels("fatal").inc()
-                raise
-            metrics.kafka_errors.labels("abortable").inc()
-            metrics.transactions_aborted.inc()
-            logger.warning("aborting kafka transaction %s", kv(error=error))
-            producer.abort_transaction(self.settings.scorer_startup_timeout_s)
-            self._rewind(first, consumer)
-            return False
 
     def _deliver_batch(
         self,
@@ -519,10 +550,13 @@ class Scorer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The batch in flight may hold messages of these partitions: commit it while they
         # are still ours (the batch after it is not consumed yet).
+        self._rewound = {}
         if self._in_flight is not None and self._clients is not None:
             batch, self._in_flight = self._in_flight, None
             if not self._finish(batch, *self._clients):
                 self._discard_in_flight()
+        if self._clients is not None:
+            self._settle_commit(self._clients[0])
         logger.info(
             "partitions revoked %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )
