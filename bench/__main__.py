@@ -129,6 +129,12 @@ def run(
         typer.Option(help="Before each measurement, wait up to this many seconds for quiet."),
     ] = 0.0,
     keep: Annotated[bool, typer.Option(help="Keep topics, keys and model (debugging).")] = False,
+    scorer_setting: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="SCORER_X=value for the scorer under test (repeatable): an A/B of a setting."
+        ),
+    ] = None,
 ) -> None:
     """Run the benchmark and print the summary table."""
     from bench.runner import execute
@@ -161,6 +167,7 @@ def run(
         trees=trees,
         settle_below=quiet_load if settle > 0 else 0.0,
         settle_s=settle,
+        scorer_env=_scorer_settings(scorer_setting or []),
     )
     command = "python -m bench " + shlex.join(sys.argv[1:])
     results = execute(stack, plan, out_dir, command.strip())
@@ -169,6 +176,16 @@ def run(
         report.update_readme(summary)
     console.print(summary, markup=False, highlight=False)
     console.print(f"results: {results['files']}")
+
+
+def _scorer_settings(items: list[str]) -> dict[str, str]:
+    settings: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.startswith("SCORER_"):
+            raise typer.BadParameter(f"expected SCORER_NAME=value, got {item!r}")
+        settings[name] = value
+    return settings
 
 
 if __name__ == "__main__":

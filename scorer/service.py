@@ -219,6 +219,7 @@ class Scorer:
                     "statistics.interval.ms": 5000,
                     "stats_cb": self._on_stats,
                     "fetch.wait.max.ms": max(1, settings.scorer_batch_max_wait_ms),
+                    "fetch.min.bytes": settings.scorer_fetch_min_bytes,
                 },
             )
         )
