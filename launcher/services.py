@@ -89,10 +89,13 @@ def _redis(layout: Layout) -> Service:
         name="redis",
         ports=(layout.redis_port,),
         # "-::1": also listen on IPv6 loopback when the host has it, so `localhost`
-        # works whichever address it resolves to first.
+        # works whichever address it resolves to first. The append-only file is the
+        # persistence; RDB snapshots on top of it (Redis's default `save` rules) forked
+        # the server every minute under the scorer's write rate, for a second copy that
+        # a restart does not even read.
         argv=("redis-server", "--port", port, "--bind", "127.0.0.1", "-::1", "--dir", str(data),
-              "--appendonly", "yes", "--appendfsync", "everysec", "--daemonize", "no",
-              "--protected-mode", "no"),
+              "--appendonly", "yes", "--appendfsync", "everysec", "--save", "",
+              "--daemonize", "no", "--protected-mode", "no"),
         # Redis rewrites its process title to "redis-server <addr>:<port>".
         fingerprint=("redis-server", f":{port}"),
         probe=partial(probes.redis_ok, layout.redis_url),
