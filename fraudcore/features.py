@@ -274,16 +274,20 @@ class TxnInput(NamedTuple):
             lat = lon = None
         else:
             lat, lon = float(lat), float(lon)
-        return cls(
-            record["transaction_id"],
-            record["user_id"],
-            record["merchant_id"],
-            round(event_ts * 1000),
-            round(record["amount"] * 100),
-            get("country") or "",
-            lat,
-            lon,
-            get("device_id") or "",
+        # tuple.__new__ is what the named tuple's own __new__ calls, minus its Python frame.
+        return tuple.__new__(
+            cls,
+            (
+                record["transaction_id"],
+                record["user_id"],
+                record["merchant_id"],
+                round(event_ts * 1000),
+                round(record["amount"] * 100),
+                get("country") or "",
+                lat,
+                lon,
+                get("device_id") or "",
+            ),
         )
 
 

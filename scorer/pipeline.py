@@ -11,7 +11,7 @@ import numpy as np
 import orjson
 from confluent_kafka import Message
 
-from fraudcore.contracts import ContractError, decode_transaction, known_fields
+from fraudcore.contracts import ContractError, known_fields, transaction_decoder
 from fraudcore.features import FEATURE_NAMES, TxnInput
 from scorer import explain
 
@@ -50,18 +50,21 @@ def decode_batch(
     accepted: list[Accepted] = []
     rejected: list[Rejected] = []
     with_unknown = 0
+    decode = transaction_decoder(max_bytes=max_bytes, max_future_s=max_future_s, now=now)
+    from_record = TxnInput.from_record
+    known = _KNOWN_TRANSACTION_FIELDS.issuperset
+    # What Accepted(...) does, minus the named tuple's Python-level __new__ frame.
+    new_tuple = tuple.__new__
     for msg in msgs:
         try:
-            record, event_ts = decode_transaction(
-                msg.value(), max_bytes=max_bytes, max_future_s=max_future_s, now=now
-            )
-            tx = TxnInput.from_record(record, event_ts)
+            record, event_ts = decode(msg.value())
+            tx = from_record(record, event_ts)
         except ContractError as error:
             rejected.append(Rejected(msg, error))
             continue
-        if not _KNOWN_TRANSACTION_FIELDS.issuperset(record):
+        if not known(record):
             with_unknown += 1
-        accepted.append(Accepted(msg, record, event_ts, tx))
+        accepted.append(new_tuple(Accepted, (msg, record, event_ts, tx)))
     return accepted, rejected, with_unknown
 
 

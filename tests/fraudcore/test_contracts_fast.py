@@ -264,3 +264,107 @@ def test_patterns_taken_as_implied_by_a_utc_time_are() -> None:
         validator = fastjsonschema.compile({"type": "string", "pattern": pattern})
         for stamp in utc:
             validator(stamp)
+
+
+# Each keyword the generated msgspec Shape mirrors, alone and combined, with the values
+# that sit on its edges (and past 2**53, where floats stop counting every integer).
+MAPPED_DEFINITIONS: list[dict[str, Any]] = [
+    {"type": "string"},
+    {"type": "string", "minLength": 2, "maxLength": 3},
+    {"type": "string", "enum": ["a", "bb", "ccc", 1, None, "bb"], "maxLength": 2},
+    {"type": "string", "enum": ["pos", "atm"], "minLength": 1},
+    {"type": "string", "const": "x"},
+    {"type": "string", "pattern": "^[a-z]{2}$", "maxLength": 2},
+    {"type": "string", "format": "date-time", "pattern": "(Z|\\+00:00)$"},
+    {"type": "integer"},
+    {"type": "integer", "minimum": -3, "maximum": 5},
+    {"type": "integer", "const": 1, "minimum": 0},
+    {"type": "number"},
+    {"type": "number", "minimum": -0.5, "maximum": 2**52},
+    {"type": "number", "minimum": 0, "maximum": 1_000_000},
+]
+EDGE_NUMBERS: list[Any] = [
+    -4, -3, -3.0, -0.5, -0.50001, 5, 5.0, 6, 1.0, 2**52, 2**52 + 1, 2.0**52, 2**53, 2**53 + 1,
+    -(2**53) - 1, 2**64, 1e300,
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("definition", MAPPED_DEFINITIONS)
+@pytest.mark.parametrize("required", [True, False])
+def test_each_keyword_given_to_msgspec_accepts_nothing_the_schema_rejects(
+    definition: dict[str, Any], required: bool
+) -> None:
+    schema = {"type": "object", "properties": {"x": definition, "y": {"type": "integer"}}}
+    if required:
+        schema["required"] = ["x"]
+    check = build_fast_check(schema)
+    assert check is not None, definition
+    validator = fastjsonschema.compile(schema)
+    fast_yes = schema_yes = 0
+    for value in [*ODD_VALUES, *STRINGS, *NUMBERS, *EDGE_NUMBERS, *TIMES, "bb", "ccc", "ab"]:
+        for record in ({"x": value}, {"x": value, "y": 1}, {"x": value, "y": True}, {"y": 2}):
+            try:
+                validator(record)
+                schema_yes += 1
+            except fastjsonschema.JsonSchemaValueException:
+                assert not check(record), (definition, record)
+                continue
+            fast_yes += check(record)
+    # Not vacuous: the fast check says yes too (not always: 1.0 is a JSON Schema integer,
+    # msgspec's int takes no float, so it is "not sure" there).
+    assert fast_yes > 0, (fast_yes, schema_yes)
+
+
+@pytest.mark.parametrize(
+    "definition",
+    [
+        {"type": "number", "const": 1},  # 1 and 1.0 are one JSON Schema number
+        {"type": "integer", "minimum": 0.5},
+        {"type": "integer", "const": 1.0},
+        {"type": "integer", "const": 7, "maximum": 5},
+        {"type": "number", "maximum": 2**53},  # floats past 2**53 skip integers
+        {"type": "number", "minimum": True},
+        {"type": "string", "enum": ["a"], "const": "a"},
+        {"type": "string", "enum": ["toolong"], "maxLength": 3},
+        {"type": "string", "enum": [1, 2]},
+        {"type": "string", "maxLength": 2.5},
+        {"type": "string", "minLength": -1},
+    ],
+)
+def test_keywords_msgspec_cannot_mirror_exactly_turn_it_off(definition: dict[str, Any]) -> None:
+    schema = {"type": "object", "properties": {"x": definition}}
+    assert build_fast_check(schema) is None
+
+
+def test_required_field_without_a_definition_turns_it_off() -> None:
+    assert build_fast_check({**SCHEMA, "required": [*SCHEMA["required"], "nope"]}) is None
+
+
+def test_fast_time_is_parse_times_result_to_the_bit() -> None:
+    # The cached last look and the uncached one, for times valid and not, given as
+    # the same str object twice (the fast check, then parse_time) and as fresh copies.
+    rng = random.Random(11)
+    stamps = TIMES + [
+        f"{rng.randint(1, 9999):04d}-{rng.randint(1, 12):02d}-{rng.randint(1, 31):02d}T"
+        f"{rng.randint(0, 24):02d}:{rng.randint(0, 60):02d}:{rng.randint(0, 60):02d}"
+        f"{rng.choice(['', '.', '.5', '.123', '.123456', '.1234567891'])}"
+        f"{rng.choice(['Z', '+00:00', 'z', '+01:00', ''])}"
+        for _ in range(3000)
+    ]
+    fast = 0
+    for stamp in stamps:
+        copy_of = "".join(stamp)  # an equal string, another object
+        for value in (stamp, stamp, copy_of):
+            epoch = contracts._utc_epoch(value)
+            if epoch is None:
+                continue
+            fast += 1
+            assert repr(epoch) == repr(parse_time(value))
+            assert repr(epoch) == repr(contracts.datetime.fromisoformat(value).timestamp())
+        try:
+            expected = repr(parse_time(copy_of))
+        except ContractError:
+            assert contracts._utc_epoch(stamp) is None, stamp
+            continue
+        assert repr(parse_time(stamp)) == expected
+    assert fast > 1000
