@@ -146,6 +146,7 @@ def main() -> None:
         client = redis.Redis.from_url(url)
         best: dict[str, float] = {}
         digest = ""
+        user_bytes = 0.0
         for run in range(args.repeat):
             prefix = f"bench-fcpu-{uuid.uuid4().hex[:8]}"
             try:
@@ -157,6 +158,8 @@ def main() -> None:
                 client_s = time.process_time() - t0
                 cpu1, usec1 = _proc_cpu_s(pid) if pid else 0.0, _evalsha_usec(client)
                 pipeline.close()
+                if run == 0:
+                    user_bytes = _mean_bytes(client, f"{prefix}:u:*")
             finally:
                 delete_keys(url, f"{prefix}:*")
             figures = {
@@ -179,7 +182,17 @@ def main() -> None:
         "best, CPU µs per transaction: "
         + "  ".join(f"{k} {v:.1f}" for k, v in best.items())
         + f"\nfeature matrix sha256: {digest}"
+        + f"\nuser state: {user_bytes:.0f} bytes a user on average (STRLEN)"
     )
+
+
+def _mean_bytes(client: redis.Redis, pattern: str) -> float:
+    keys = list(client.scan_iter(match=pattern, count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        pipe.strlen(key)
+    sizes = pipe.execute()
+    return sum(sizes) / max(1, len(sizes))
 
 
 @contextmanager

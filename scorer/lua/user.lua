@@ -13,8 +13,8 @@
 --
 -- State format 3 is flat on purpose: msgpack decoding and encoding is most of this
 -- script's cost, and it grows with the number of Lua tables, not with bytes. So:
---   3, recent, days, open_day, open_count, open_sum, open_sq, last_ts, last_lat, last_lon,
---   devices, countries
+--   3, recent, days, closed_count, closed_sum, closed_sq, open_day, open_count, open_sum,
+--   open_sq, last_ts, last_lat, last_lon, devices, countries
 --   recent     8 values per event: txid, ts, cents, merchant, country, lat, lon, result,
 --              where result is the event's feature vector as it was returned (21 doubles;
 --              only sent back on a replay, so it is never decoded here)
@@ -23,9 +23,12 @@
 --   days       the buckets of earlier days, ascending, as one binary string of 24-byte
 --              records: day, count (int32 LE), cents sum, cents^2 sum (doubles: exact
 --              below 2^53); an opaque string costs next to nothing to decode and encode
+--   closed_*   the totals of `days`: a 30-day window then costs the few records at its
+--              edges, not all of them (the sums are exact integers, so subtracting the
+--              records outside the window gives exactly the sum of those inside)
 --   last_*     the latest event (false when there is none)
 --   devices    3 values per device: id, first ts, last ts (countries alike)
--- Format 2 (the same, with each result a msgpack array) and format 1 (one msgpack array
+-- Format 2 (the same without closed_*, each result a msgpack array) and format 1 (one msgpack array
 -- {recent, days, last, devices, countries} of nested tables) are still read, and rewritten
 -- as format 3 by the first call that changes the state.
 local DAY = 86400000
@@ -39,13 +42,23 @@ local floor = math.floor
 local DAY_RECORD = "<i4i4dd"
 local DAY_BYTES = 24
 local VECTOR = "<" .. string.rep("d", 21)
+-- Below this, sums of cents and cents^2 (non-negative integers) are exact in any order.
+local EXACT = 2 ^ 52
 
 local txs = cmsgpack.unpack(ARGV[1])
 local readonly = ARGV[2] == "1"
 local raw = redis.call("GET", KEYS[1])
 
-local recent, days, open_day, open_count, open_sum, open_sq
+local recent, days, closed_count, closed_sum, closed_sq, open_day, open_count, open_sum, open_sq
 local last_ts, last_lat, last_lon, devices, countries
+
+local function close_totals()
+  closed_count, closed_sum, closed_sq = 0, 0, 0
+  for pos = 1, #days, DAY_BYTES do
+    local _, count, sum, sq = struct.unpack(DAY_RECORD, days, pos)
+    closed_count, closed_sum, closed_sq = closed_count + count, closed_sum + sum, closed_sq + sq
+  end
+end
 
 local function upgrade(st)
   local old_recent, old_days, last, old_devices, old_countries = st[1], st[2], st[3], st[4], st[5]
@@ -66,6 +79,7 @@ local function upgrade(st)
     records[i] = struct.pack(DAY_RECORD, order[i], b[1], b[2], b[3])
   end
   days = table.concat(records)
+  close_totals()
   open_day, open_count, open_sum, open_sq = false, 0, 0, 0
   if #order > 0 then
     local b = old_days[order[#order]]
@@ -84,17 +98,21 @@ local function upgrade(st)
 end
 
 if not raw then
-  recent, days, open_day, open_count, open_sum, open_sq = {}, "", false, 0, 0, 0
+  recent, days, closed_count, closed_sum, closed_sq = {}, "", 0, 0, 0
+  open_day, open_count, open_sum, open_sq = false, 0, 0, 0
   last_ts, last_lat, last_lon, devices, countries = false, false, false, {}, {}
 else
   local format = string.byte(raw, 1)
-  if format == 3 or format == 2 then
+  if format == 3 then
+    local _
+    _, recent, days, closed_count, closed_sum, closed_sq, open_day, open_count, open_sum,
+      open_sq, last_ts, last_lat, last_lon, devices, countries = cmsgpack.unpack(raw)
+  elseif format == 2 then
     local _
     _, recent, days, open_day, open_count, open_sum, open_sq,
       last_ts, last_lat, last_lon, devices, countries = cmsgpack.unpack(raw)
-    if format == 2 then
-      for j = 8, #recent, 8 do recent[j] = struct.pack(VECTOR, unpack(cmsgpack.unpack(recent[j]))) end
-    end
+    for j = 8, #recent, 8 do recent[j] = struct.pack(VECTOR, unpack(cmsgpack.unpack(recent[j]))) end
+    close_totals()
   else
     upgrade(cmsgpack.unpack(raw))
   end
@@ -163,18 +181,42 @@ local function features(tx)
     prev_ts, prev_lat, prev_lon = last_ts, last_lat, last_lon
   end
 
-  -- Days ascending, as format 1 summed them (the sums are exact integers either way).
   local count7, sum7 = 0, 0
   local count30, sum30, sq30 = today_count, today_sum, today_sq
-  for pos = 1, #days, DAY_BYTES do
-    local day, count, sum, sq = struct.unpack(DAY_RECORD, days, pos)
-    if day >= today - 29 and day <= today - 1 then
-      count30 = count30 + count
-      sum30 = sum30 + sum
-      sq30 = sq30 + sq
-      if day >= today - 6 then
-        count7 = count7 + count
-        sum7 = sum7 + sum
+  if closed_sq + today_sq + open_sq < EXACT then
+    -- Every partial sum is exact, so the 30-day window is the totals less the records
+    -- outside it, found at the two ends of `days`; the 7-day window is at its end.
+    count30, sum30, sq30 = count30 + closed_count, sum30 + closed_sum, sq30 + closed_sq
+    local size, pos = #days, 1
+    while pos < size do
+      local day, count, sum, sq = struct.unpack(DAY_RECORD, days, pos)
+      if day >= today - 29 then break end
+      count30, sum30, sq30 = count30 - count, sum30 - sum, sq30 - sq
+      pos = pos + DAY_BYTES
+    end
+    local back = size - DAY_BYTES + 1
+    while back >= pos do
+      local day, count, sum, sq = struct.unpack(DAY_RECORD, days, back)
+      if day < today - 6 then break end
+      if day > today - 1 then
+        count30, sum30, sq30 = count30 - count, sum30 - sum, sq30 - sq
+      else
+        count7, sum7 = count7 + count, sum7 + sum
+      end
+      back = back - DAY_BYTES
+    end
+  else
+    -- Amounts near the contract's maximum: add the records up, ascending, as format 1 did.
+    for pos = 1, #days, DAY_BYTES do
+      local day, count, sum, sq = struct.unpack(DAY_RECORD, days, pos)
+      if day >= today - 29 and day <= today - 1 then
+        count30 = count30 + count
+        sum30 = sum30 + sum
+        sq30 = sq30 + sq
+        if day >= today - 6 then
+          count7 = count7 + count
+          sum7 = sum7 + sum
+        end
       end
     end
   end
@@ -278,11 +320,16 @@ local function update(tx, result)
 
   -- Buckets of days before today - 30 expire; the earliest are first in `days`.
   local today = floor(t / DAY)
+  local was_inexact = closed_sq >= EXACT
   if open_day and open_day < today - 30 then
     days, open_day, open_count, open_sum, open_sq = "", false, 0, 0, 0
+    closed_count, closed_sum, closed_sq = 0, 0, 0
   end
   local size, keep = #days, 1
-  while keep < size and struct.unpack("<i4", days, keep) < today - 30 do
+  while keep < size do
+    local day, c, s, q = struct.unpack(DAY_RECORD, days, keep)
+    if day >= today - 30 then break end
+    closed_count, closed_sum, closed_sq = closed_count - c, closed_sum - s, closed_sq - q
     keep = keep + DAY_BYTES
   end
   if keep > 1 then days = string.sub(days, keep) end
@@ -294,6 +341,8 @@ local function update(tx, result)
     open_count, open_sum, open_sq = open_count + 1, open_sum + cents, open_sq + sq
   elseif today > open_day then
     days = days .. struct.pack(DAY_RECORD, open_day, open_count, open_sum, open_sq)
+    closed_count, closed_sum = closed_count + open_count, closed_sum + open_sum
+    closed_sq = closed_sq + open_sq
     open_day, open_count, open_sum, open_sq = today, 1, cents, sq
   else
     -- An event older than the open day (out of order): rare, so rebuild the records.
@@ -309,7 +358,10 @@ local function update(tx, result)
     end
     if not added then out[#out + 1] = struct.pack(DAY_RECORD, today, 1, cents, sq) end
     days = table.concat(out)
+    close_totals()
   end
+  -- Totals kept up to date by adding and subtracting are exact only below EXACT.
+  if was_inexact or closed_sq >= EXACT then close_totals() end
 
   if (not last_ts) or t >= last_ts then last_ts, last_lat, last_lon = t, lat, lon end
   devices = remember(devices, tx[9], t)
@@ -328,7 +380,7 @@ for i = 1, #txs do
 end
 if changed then
   redis.call("SET", KEYS[1], cmsgpack.pack(
-    3, recent, days, open_day, open_count, open_sum, open_sq,
+    3, recent, days, closed_count, closed_sum, closed_sq, open_day, open_count, open_sum, open_sq,
     last_ts, last_lat, last_lon, devices, countries
   ), "PX", ARGV[3])
 end
