@@ -7,6 +7,7 @@ commit, and the consumer's fetch.
 
 from __future__ import annotations
 
+import gc
 import logging
 import subprocess
 import sys
@@ -149,6 +150,11 @@ def one_level(
     users: int,
     merchants: int,
 ) -> dict[str, Any]:
+    # The reader stamps arrivals in this process, which holds matplotlib, scikit-learn,
+    # MLflow...: a full garbage collection walking all of that would stall it and show up
+    # as latency. Keep it away from what is already here.
+    gc.collect()
+    gc.freeze()
     proc = Proc(scorer.proc.pid)
     reader.event.clear()
     reader.latency.clear()
