@@ -22,6 +22,7 @@ import orjson
 from confluent_kafka import Consumer
 
 from bench.machine import LoadMonitor, Proc, busy_cpu_seconds, neighbour_procs
+from bench.redisstats import server_stats
 from bench.world import ScorerProcess, World
 from fraudcore.logs import kv
 from fraudcore.settings import REPO_ROOT
@@ -109,6 +110,20 @@ def summarise(latency: np.ndarray) -> dict[str, float]:
     return out
 
 
+def per_second(offset_s: np.ndarray, latency: np.ndarray) -> list[list[float]]:
+    """[second of the window, scores, p50 ms, p99 ms] by event time: shows whether the
+    tail is spread out or comes in bursts (and when)."""
+    out: list[list[float]] = []
+    if offset_s.size == 0:
+        return out
+    seconds = np.floor(offset_s).astype(np.int64)
+    for second in np.unique(seconds):
+        values = latency[seconds == second] * 1000
+        p50, p99 = np.percentile(values, [50, 99], method="higher")
+        out.append([int(second), int(values.size), round(float(p50), 1), round(float(p99), 1)])
+    return out
+
+
 def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
     """Mean batch size and milliseconds per batch in each stage between two scrapes."""
     count = after.get("scorer_batch_size_count", 0.0) - before.get("scorer_batch_size_count", 0.0)
@@ -120,6 +135,11 @@ def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
         key = f'scorer_stage_seconds_sum{{stage="{stage}"}}'
         spent = after.get(key, 0.0) - before.get(key, 0.0)
         out[f"{stage}_ms"] = round(spent / count * 1000, 2)
+        # Batches that spent over 50 ms in this stage: where a latency tail comes from.
+        within = f'scorer_stage_seconds_bucket{{le="0.05",stage="{stage}"}}'
+        # (The two scrapes can split a batch's stages: clamp at 0.)
+        slow = count - (after.get(within, 0.0) - before.get(within, 0.0))
+        out[f"{stage}_over_50ms"] = max(0, int(slow))
     return out
 
 
@@ -156,6 +176,7 @@ def one_level(
     gc.collect()
     gc.freeze()
     proc = Proc(scorer.proc.pid)
+    redis_before = server_stats(world.stack.redis_url)
     reader.event.clear()
     reader.latency.clear()
     reader.to_produce.clear()
@@ -207,6 +228,9 @@ def one_level(
         # The part of the latency before the scorer produced the score (the rest is the
         # Kafka commit and the reader's fetch).
         "until_produce": summarise(np.array(reader.to_produce)[window]),
+        "per_second": per_second(event[window] - sent_info["window_start"], latency[window]),
+        "redis_aof_rewrites": server_stats(world.stack.redis_url)["aof_rewrites"]
+        - redis_before["aof_rewrites"],
         "machine": monitor.between(window_wall or started, wall_end),
     }
     if cpu_at_window is not None and window_wall is not None:

@@ -47,12 +47,15 @@ def server_stats(redis_url: str) -> dict[str, Any]:
         }
         cpu = client.info("cpu")
         info = client.info("server")
+        persistence = client.info("persistence")
     finally:
         client.close()
     return {
         "commands": commands,
         "cpu_s": float(cpu["used_cpu_user"]) + float(cpu["used_cpu_sys"]),
         "version": info.get("redis_version", ""),
+        # Each rewrite forks Redis and writes the whole dataset out: a CPU burst.
+        "aof_rewrites": int(persistence.get("aof_rewrites", 0)),
     }
 
 

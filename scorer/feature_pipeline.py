@@ -14,6 +14,7 @@ answers with the same vector and changes nothing.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from collections import deque
 from collections.abc import Sequence
@@ -28,6 +29,8 @@ from fraudcore.logs import kv
 from scorer.feature_store import BatchPlan, FeatureStore, ReplyReader, SourcePosition
 
 logger = logging.getLogger(__name__)
+# Several batches of requests (a batch of 1,000 transactions is ~0.4 MB).
+SEND_BUFFER_BYTES = 8 * 1024 * 1024
 
 
 class PendingFeatures:
@@ -46,6 +49,9 @@ class FeaturePipeline:
         self._unanswered: deque[PendingFeatures] = deque()
         self._sender: threading.Thread | None = None
         self._send_failed: BaseException | None = None
+        # Requests up to this size are written by the caller: the socket's send buffer
+        # takes them whole, so the write returns at once (see _reconnect).
+        self._inline_limit = 0
 
     def submit(
         self, txs: Sequence[TxnInput], positions: Sequence[SourcePosition]
@@ -61,6 +67,8 @@ class FeaturePipeline:
             self._wait_for_sender()
             if self._connection is None:
                 self._reconnect()  # sends this request with every other unanswered one
+            elif len(plan.request) <= self._inline_limit:
+                self._connection.send_packed_command([plan.request], check_health=False)
             else:
                 self._send_in_background(self._connection, plan.request)
         except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
@@ -137,6 +145,7 @@ class FeaturePipeline:
         pool = self.store.client.connection_pool
         connection: Any = pool.get_connection()
         try:
+            self._inline_limit = _widen_send_buffer(connection) // 4
             if self._unanswered:
                 connection.send_packed_command(
                     [p.plan.request for p in self._unanswered], check_health=False
@@ -160,3 +169,19 @@ class FeaturePipeline:
             self.store.client.connection_pool.release(self._connection)
             self._connection = None
             self._replies = None
+
+
+def _widen_send_buffer(connection: Any) -> int:
+    """Ask for a send buffer that holds a few batches' requests; returns what the kernel
+    granted (it caps the request at net.core.wmem_max). With the request in the kernel's
+    buffer the caller's write returns at once, and no thread has to finish it: a writer
+    thread took the GIL back for every chunk Redis read, which slowed the scorer's main
+    thread most when the machine was busiest."""
+    sock = connection._sock
+    if sock is None:
+        return 0
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER_BYTES)
+        return int(sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF))
+    except OSError:
+        return 0
