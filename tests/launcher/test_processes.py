@@ -51,6 +51,7 @@ def test_up_is_idempotent_and_down_stops_only_what_it_started(redis_only: Launch
     assert client.config_get("appendonly") == {"appendonly": "yes"}
     assert client.config_get("appendfsync") == {"appendfsync": "everysec"}
     assert client.config_get("save") == {"save": ""}
+    assert client.config_get("auto-aof-rewrite-percentage")["auto-aof-rewrite-percentage"] == "800"
     assert client.config_get("dir")["dir"] == str(redis_only.layout.run_dir / "redis")
 
     redis_only.up()  # a live process of ours is left alone
