@@ -29,8 +29,9 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     # waiting in flight would cost it one more commit of latency for little overlap.
     scorer_overlap_min_batch: int = Field(default=250, ge=1)
     # The broker answers a fetch once it has this many bytes or the batch wait is over:
-    # larger values mean fewer, fuller fetches (less broker CPU per transaction).
-    scorer_fetch_min_bytes: int = Field(default=1, ge=1, le=52_428_800)
+    # fewer, fuller fetches. 64 KB against 1 byte, two A/B pairs at 5,000 tx/s: broker CPU
+    # 0.54-0.56 -> 0.51-0.52 of a core, p99 484/848 -> 286/448 ms; at 1,000 tx/s no change.
+    scorer_fetch_min_bytes: int = Field(default=65_536, ge=1, le=52_428_800)
     scorer_emit_scores: bool = True
     # exactly_once: outputs and offsets in one Kafka transaction. at_least_once: an
     # idempotent producer, flushed, then a synchronous offset commit (a crash between the
