@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import chain
@@ -154,18 +154,19 @@ class FeatureStore:
         chunks: list[bytes] = []
         append = chunks.append
         # The user script takes the TxnInput tuples as they are (lat/lon nil when unknown).
-        template = self._user_call_readonly if readonly else self._user_call
-        key_head = f"{self.prefix}:u:{{"
-        for user_id, events in by_user.items():
-            key = f"{key_head}{user_id}}}".encode()
-            args = pack(events)
-            append(template % (len(key), key, len(args), args))
-        template = self._merchant_call_readonly if readonly else self._merchant_call
-        key_head = f"{self.prefix}:m:{{"
-        for merchant_id, flat in by_merchant.items():
-            key = f"{key_head}{merchant_id}}}".encode()
-            args = pack(flat)
-            append(template % (len(key), key, len(args), args))
+        kinds: tuple[tuple[dict[str, list[Any]], bytes, Callable[[str], str]], ...] = (
+            (by_user, self._user_call_readonly if readonly else self._user_call, self.user_key),
+            (
+                by_merchant,
+                self._merchant_call_readonly if readonly else self._merchant_call,
+                self.merchant_key,
+            ),
+        )
+        for groups, template, key_of in kinds:
+            for entity, group in groups.items():
+                key = key_of(entity).encode()
+                args = pack(group)
+                append(template % (len(key), key, len(args), args))
         return BatchPlan(
             out,
             b"".join(chunks),
