@@ -1,8 +1,9 @@
 """Feature definitions, and the offline implementation the trainer uses.
 
-The scorer computes the same features online in Redis (scorer/lua/*.lua); a test feeds one
-stream through both and asserts identical vectors, so any change here must be mirrored
-there. Everything is point-in-time: a transaction at event time t sees only events that
+The scorer computes the same features online: the user features in a compiled kernel
+(scorer/user_kernel.py) over state kept in Redis, the merchant features in Redis
+(scorer/lua/merchant.lua); tests feed one stream through both and assert identical
+vectors, so any change here must be mirrored there. Everything is point-in-time: a transaction at event time t sees only events that
 came before it in its stream *and* have an event time strictly before t, and only labels
 whose available_at is at or before t.
 

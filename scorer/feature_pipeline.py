@@ -1,14 +1,19 @@
-"""Feature requests sent ahead, so Redis works on one batch while the scorer finishes the
+"""Feature reads sent ahead, so Redis works on one batch while the scorer finishes the
 previous one (model, outputs, Kafka transaction).
 
-All requests go down one dedicated connection, in order: Redis executes a connection's
-commands in the order they arrive, so batch N's script calls always run before batch
-N+1's, as they would one round trip at a time. Results are collected in the same order.
+All reads go down one dedicated connection, in order: Redis executes a connection's
+commands in the order they arrive, so batch N's merchant script calls always run before
+batch N+1's, as they would one round trip at a time. Results are collected in the same
+order. The user states a batch changed go down a second connection as soon as its
+features are computed; `confirm` reads their answers before the batch is committed. A
+batch's reads may therefore run before the previous batch's writes: the store uses the
+state it wrote itself when that is newer than what it read (FeatureStore.finish).
 
-If the connection breaks or Redis lost the scripts (a restart), every request not yet
-answered is sent again, in order, on a new connection. That is safe because the scripts
-are idempotent per transaction_id and per source offset: whatever Redis already applied
-answers with the same vector and changes nothing.
+If the read connection breaks or Redis lost the scripts (a restart), every read not yet
+answered is sent again, in order, on a new connection. That is safe because the reads
+change nothing but merchant counts, which are idempotent per source offset. A write whose
+answer is lost counts as refused: the batch is not committed, and is computed again from
+what Redis holds (the compare-and-set makes a write that did land harmless).
 """
 
 from __future__ import annotations
@@ -26,7 +31,14 @@ from redis.exceptions import NoScriptError
 
 from fraudcore.features import TxnInput
 from fraudcore.logs import kv
-from scorer.feature_store import BatchPlan, FeatureStore, ReplyReader, SourcePosition
+from scorer.feature_store import (
+    BatchPlan,
+    FeatureStore,
+    ReplyReader,
+    SourcePosition,
+    UserStateConflict,
+    UserWrites,
+)
 
 logger = logging.getLogger(__name__)
 # Several batches of requests (a batch of 1,000 transactions is ~0.4 MB).
@@ -38,6 +50,8 @@ class PendingFeatures:
 
     def __init__(self, plan: BatchPlan) -> None:
         self.plan = plan
+        self.writes: UserWrites | None = None  # sent by `result`, answered by `confirm`
+        self.confirmed = False
 
 
 class FeaturePipeline:
@@ -52,6 +66,9 @@ class FeaturePipeline:
         # Requests up to this size are written by the caller: the socket's send buffer
         # takes them whole, so the write returns at once (see _reconnect).
         self._inline_limit = 0
+        self._writer: Any = None  # a second redis.Connection, for the user-state writes
+        self._write_replies: ReplyReader | None = None
+        self._unconfirmed: deque[PendingFeatures] = deque()
 
     def submit(
         self, txs: Sequence[TxnInput], positions: Sequence[SourcePosition]
@@ -106,16 +123,74 @@ class FeaturePipeline:
                 self._drop_connection()
                 raise
             self._unanswered.popleft()
-            return plan.fill(replies)
+            out, writes = self.store.finish(plan, replies)
+            self._send_writes(pending, writes)
+            return out
         raise AssertionError("unreachable")
 
+    def confirm(self, pending: PendingFeatures) -> None:
+        """Wait until Redis has taken the batch's user states. Raises UserStateConflict if
+        another process wrote some of its users since they were read, or redis errors if
+        the answer is lost: the batch must not be committed then (and computing it again
+        is safe). Must be called in submission order, after `result`."""
+        writes = pending.writes
+        if writes is None or not writes.calls or pending.confirmed:
+            return
+        if not self._unconfirmed or self._unconfirmed[0] is not pending:
+            if pending in self._unconfirmed:
+                raise RuntimeError("feature writes must be confirmed in submission order")
+            raise redis.ConnectionError("the answer to the user-state writes was lost")
+        try:
+            assert self._write_replies is not None
+            replies = self._write_replies.read(writes.calls)
+            self._unconfirmed.popleft()
+            self.store.check_writes(writes, replies)
+            pending.confirmed = True
+        except UserStateConflict:
+            raise
+        except BaseException:
+            self._drop_writer()
+            raise
+
+    def _send_writes(self, pending: PendingFeatures, writes: UserWrites) -> None:
+        pending.writes = writes
+        if not writes.calls:
+            return
+        self._unconfirmed.append(pending)
+        try:
+            if self._writer is None:
+                connection: Any = self.store.client.connection_pool.get_connection()
+                self._writer = connection
+                self._write_replies = ReplyReader(connection)
+                _widen_send_buffer(connection)
+            self._writer.send_packed_command([writes.request], check_health=False)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            # `confirm` reports it: the batch is computed again.
+            logger.warning("redis write failed %s", kv(error=exc))
+            self._drop_writer()
+
+    def _drop_writer(self) -> None:
+        """Forget the writes in flight (their batches are computed again) and what this
+        process remembers writing: Redis holds the truth from now on."""
+        if self._writer is not None:
+            self._writer.disconnect()
+            self.store.client.connection_pool.release(self._writer)
+        self._writer = None
+        self._write_replies = None
+        self._unconfirmed.clear()
+        self.store.forget_written()
+
     def discard(self) -> None:
-        """Forget every unanswered request (their batches will be consumed again)."""
+        """Forget every unanswered request and unconfirmed write (their batches will be
+        consumed again)."""
         self._drop_connection()
         self._unanswered.clear()
+        if self._unconfirmed:
+            self._drop_writer()
 
     def close(self) -> None:
         self.discard()
+        self._drop_writer()
 
     # ------------------------------------------------------------------ connection
     def _send_in_background(self, connection: Any, request: bytes) -> None:

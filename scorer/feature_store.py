@@ -1,9 +1,12 @@
 """Online features: the scorer's view of per-user and per-merchant state in Redis.
 
-One pipeline, so one Redis round trip, per batch. Inside it, one script call per user and
-one per merchant that the batch touches: each call is atomic and touches the keys of one
-hash slot only (the {user} or {merchant} hash tag), so the state can be sharded across a
-Redis Cluster when users outgrow one Redis.
+One pipeline, so one Redis round trip, per batch to read: a GET per user the batch
+touches (the 21 user features are computed here, by scorer/user_kernel.py) and a script
+call per merchant (merchants are shared across partitions, so their counts are kept by
+an atomic script in Redis). The changed user states go back in a second request, one
+compare-and-set per user (scorer/lua/user_write.lua), which the caller confirms before
+it commits the batch. Every call touches the keys of one hash slot only (the {user} or
+{merchant} hash tag), so the state can be sharded across a Redis Cluster.
 
 Idempotent: a replayed transaction (same transaction_id, e.g. after a crash before the
 Kafka transaction committed) gets the feature vector it got the first time and changes
@@ -14,7 +17,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 from itertools import chain
@@ -35,6 +40,18 @@ from fraudcore.features import (
     stateless_matrix,
 )
 from fraudcore.logs import kv
+from scorer.user_kernel import (
+    DAY_WORDS,
+    FORMAT,
+    HEADER_WORDS,
+    RECENT_WORDS,
+    SEEN_WORDS,
+    encode_state,
+    run_users,
+    state_words,
+    transaction_ids,
+)
+from scorer.user_state import decode_legacy
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +71,27 @@ class SourcePosition:
     offset: int
 
 
+class UserStateConflict(RuntimeError):
+    """Another process wrote some of the batch's users after they were read: nothing of
+    theirs was written by this batch, which must be computed again."""
+
+    def __init__(self, users: Sequence[str]) -> None:
+        super().__init__(f"user state changed under us: {len(users)} users, e.g. {users[0]!r}")
+        self.users = list(users)
+
+
+# States this process wrote, newest first out: a batch's reads are sent before the
+# previous batch's writes, so its own latest write may not be visible in Redis yet.
+# A few batches' users are enough; beyond that every read sees our writes.
+WRITTEN_CACHE_USERS = 16_384
+
+
 class FeatureStore:
     def __init__(self, client: redis.Redis, key_prefix: str = "fx", ttl_s: int = 35 * 86400):
         self.client = client
         self.prefix = key_prefix
         self.ttl_ms = str(ttl_s * 1000)
-        self._sources = {name: _script(name) for name in ("user", "merchant", "label")}
+        self._sources = {name: _script(name) for name in ("merchant", "label", "user_write")}
         # SCRIPT LOAD answers the script's SHA-1, so requests can be encoded before (and
         # stay valid after) a reload.
         self._sha = {
@@ -69,11 +101,13 @@ class FeatureStore:
         self.load_scripts()
         # Every script call of a batch is one RESP array; only the key and the packed
         # arguments vary, so the rest is built once here.
-        self._user_call = _call_template(self._sha["user"], "0", self.ttl_ms)
-        self._user_call_readonly = _call_template(self._sha["user"], "1", self.ttl_ms)
         self._merchant_call = _call_template(self._sha["merchant"], "0", self.ttl_ms)
         self._merchant_call_readonly = _call_template(self._sha["merchant"], "1", self.ttl_ms)
+        digest = self._sha["user_write"].encode()
+        self._write_head = b"*7\r\n$7\r\nEVALSHA\r\n$40\r\n%b\r\n$1\r\n1\r\n" % digest
+        self._write_tail = b"$%d\r\n%b\r\n" % (len(self.ttl_ms), self.ttl_ms.encode())
         self._pack = msgpack.Packer().pack  # msgpack.packb builds a Packer every call
+        self._written: OrderedDict[str, bytes] = OrderedDict()
 
     def load_scripts(self) -> None:
         for name, source in self._sources.items():
@@ -95,6 +129,11 @@ class FeatureStore:
         days, marks, frauds = msgpack.unpackb(raw, strict_map_key=False)
         return MerchantSnapshot(dict(days or {}), dict(marks or {}), dict(frauds or {}))
 
+    def forget_written(self) -> None:
+        """Drop the states this process remembers writing (after a conflict, a lost
+        connection or a rebalance: from now on, what Redis holds is the truth)."""
+        self._written.clear()
+
     def compute(
         self,
         txs: Sequence[TxnInput],
@@ -103,11 +142,16 @@ class FeatureStore:
         readonly: bool = False,
     ) -> np.ndarray:
         """Feature vectors (len(txs) x len(FEATURE_NAMES)) for a batch, in stream order,
-        folding the batch into the state unless read-only. One Redis round trip."""
+        folding the batch into the state unless read-only: one round trip to read, one to
+        write. Raises UserStateConflict if another process wrote one of the users
+        meanwhile (those users are unchanged; computing the batch again is safe)."""
         plan = self.plan(txs, positions, readonly=readonly)
         if not plan.calls:
             return plan.out
-        return plan.fill(self._run(plan.request, plan.calls))
+        out, writes = self.finish(plan, self._run(plan.request, plan.calls))
+        if writes.calls:
+            self.check_writes(writes, self._run(writes.request, writes.calls))
+        return out
 
     def plan(
         self,
@@ -116,28 +160,25 @@ class FeatureStore:
         *,
         readonly: bool = False,
     ) -> BatchPlan:
-        """The batch's script calls (one per user, one per merchant) as one RESP request,
-        and where their replies go; the stateless features are already filled in."""
+        """The batch's reads (a GET per user, a script call per merchant) as one RESP
+        request, and where their replies go; the stateless features are already filled."""
         n = len(txs)
         out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
         if not n:
-            return BatchPlan(out, b"", 0, 0, _NO_ROWS, _NO_ROWS)
+            return BatchPlan(out, b"", 0, txs, [], _NO_ROWS, _NO_ROWS, _NO_ROWS, readonly)
         if positions is None:
             if not readonly:
                 raise ValueError("positions are required to update merchant state")
             positions = [SourcePosition("readonly:0", -1)] * n
-        by_user: dict[str, list[TxnInput]] = {}
         user_rows: dict[str, list[int]] = {}
         by_merchant: dict[str, list[Any]] = {}
         merchant_rows: dict[str, list[int]] = {}
         for i, tx in enumerate(txs):
-            user = by_user.get(tx.user_id)
-            if user is None:
-                by_user[tx.user_id] = [tx]
+            rows = user_rows.get(tx.user_id)
+            if rows is None:
                 user_rows[tx.user_id] = [i]
             else:
-                user.append(tx)
-                user_rows[tx.user_id].append(i)
+                rows.append(i)
             position = positions[i]
             merchant = by_merchant.get(tx.merchant_id)
             if merchant is None:
@@ -150,31 +191,126 @@ class FeatureStore:
             np.fromiter((tx.ts_ms for tx in txs), np.int64, n),
             np.fromiter((tx.cents for tx in txs), np.int64, n),
         )
-        pack = self._pack
         chunks: list[bytes] = []
         append = chunks.append
-        # The user script takes the TxnInput tuples as they are (lat/lon nil when unknown).
-        kinds: tuple[tuple[dict[str, list[Any]], bytes, Callable[[str], str]], ...] = (
-            (by_user, self._user_call_readonly if readonly else self._user_call, self.user_key),
-            (
-                by_merchant,
-                self._merchant_call_readonly if readonly else self._merchant_call,
-                self.merchant_key,
-            ),
-        )
-        for groups, template, key_of in kinds:
-            for entity, group in groups.items():
-                key = key_of(entity).encode()
-                args = pack(group)
-                append(template % (len(key), key, len(args), args))
+        for user in user_rows:
+            key = self.user_key(user).encode()
+            append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key))
+        pack = self._pack
+        template = self._merchant_call_readonly if readonly else self._merchant_call
+        for merchant_id, group in by_merchant.items():
+            key = self.merchant_key(merchant_id).encode()
+            args = pack(group)
+            append(template % (len(key), key, len(args), args))
+        user_counts = np.fromiter(map(len, user_rows.values()), np.int64, len(user_rows))
         return BatchPlan(
             out,
             b"".join(chunks),
             len(chunks),
-            len(by_user),
+            txs,
+            list(user_rows),
             np.fromiter(chain.from_iterable(user_rows.values()), np.intp, n),
+            np.concatenate(([0], np.cumsum(user_counts))),
             np.fromiter(chain.from_iterable(merchant_rows.values()), np.intp, n),
+            readonly,
         )
+
+    def finish(self, plan: BatchPlan, replies: Sequence[Any]) -> tuple[np.ndarray, UserWrites]:
+        """The batch's feature matrix from the replies to its reads, and the writes of the
+        users it changed (not sent: the caller sends them, then `check_writes`)."""
+        n_users = len(plan.users)
+        plan.fill_merchants(replies[n_users:])
+        bases: list[bytes] = []
+        expected: dict[int, bytes] = {}
+        starts = np.full(n_users, -1, np.int64)
+        at = 0
+        written = self._written
+        for u, user in enumerate(plan.users):
+            fetched = replies[u]
+            mine = written.get(user)
+            if mine is not None and (
+                fetched is None or fetched[0] != FORMAT or _version(fetched) <= _version(mine)
+            ):
+                base = mine
+                expected[u] = mine[8:16]
+            elif fetched is None:
+                continue
+            elif fetched[0] == FORMAT:
+                if len(fetched) != 8 * state_words(fetched):
+                    raise ValueError(
+                        f"user state {self.user_key(user)!r} is corrupt: {len(fetched)} bytes, "
+                        f"its header says {8 * state_words(fetched)}"
+                    )
+                base = fetched
+                expected[u] = fetched[8:16]
+            else:  # written by the Lua script of formats 1-3: read once, then format 4
+                base = encode_state(decode_legacy(fetched))
+                expected[u] = fetched
+            starts[u] = at
+            at += len(base) >> 3
+            bases.append(base)
+        new_words, new_start, new_len = self._run_kernel(plan, b"".join(bases), starts)
+        if plan.readonly:
+            return plan.out, UserWrites(b"", 0, [])
+        arena = new_words.tobytes()
+        chunks: list[bytes] = []
+        users: list[str] = []
+        head, tail = self._write_head, self._write_tail
+        for u, start, length in zip(
+            np.flatnonzero(new_start >= 0).tolist(),
+            new_start[new_start >= 0].tolist(),
+            new_len[new_start >= 0].tolist(),
+            strict=True,
+        ):
+            user = plan.users[u]
+            state = arena[8 * start : 8 * (start + length)]
+            key = self.user_key(user).encode()
+            was = expected.get(u, b"")
+            chunks.append(
+                b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
+                % (head, len(key), key, len(was), was, len(state), state, tail)
+            )
+            users.append(user)
+            written[user] = state
+            written.move_to_end(user)
+        while len(written) > WRITTEN_CACHE_USERS:
+            written.popitem(last=False)
+        return plan.out, UserWrites(b"".join(chunks), len(chunks), users)
+
+    def check_writes(self, writes: UserWrites, replies: Sequence[Any]) -> None:
+        """Raise UserStateConflict if any compare-and-set of `writes` was refused."""
+        refused = [user for user, reply in zip(writes.users, replies, strict=True) if reply != 1]
+        if refused:
+            self.forget_written()
+            raise UserStateConflict(refused)
+
+    def _run_kernel(
+        self, plan: BatchPlan, states: bytes, starts: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        txs = plan.txs
+        n = len(txs)
+        words = np.frombuffer(states, "<i8") if states else np.zeros(0, np.int64)
+        lat = np.fromiter((math.nan if tx.lat is None else tx.lat for tx in txs), np.float64, n)
+        lon = np.fromiter((math.nan if tx.lon is None else tx.lon for tx in txs), np.float64, n)
+        capacity = (
+            words.shape[0]
+            + len(plan.users) * HEADER_WORDS
+            + n * (RECENT_WORDS + DAY_WORDS + 2 * SEEN_WORDS)
+        )
+        new_words = np.empty(capacity, np.int64)
+        new_start = np.empty(len(plan.users), np.int64)
+        new_len = np.empty(len(plan.users), np.int64)
+        user_out = np.empty((n, _USER_WIDTH), np.float64)
+        run_users(
+            words, words.view(np.float64), starts, plan.user_tx, plan.user_rows,
+            transaction_ids(txs),
+            np.fromiter((tx.ts_ms for tx in txs), np.int64, n),
+            np.fromiter((tx.cents for tx in txs), np.int64, n),
+            lat, lon, plan.readonly,
+            user_out, new_words, new_words.view(np.float64), new_start, new_len,
+        )  # fmt: skip
+        plan.out[:, _USER_SLICE] = user_out
+        return new_words, new_start, new_len
 
     def fold_label(
         self, merchant_id: str, transaction_id: str, label: str, available_ms: int
@@ -224,30 +360,41 @@ _MERCHANT_WIDTH = _MERCHANT_SLICE.stop - _MERCHANT_SLICE.start
 
 @dataclass(frozen=True)
 class BatchPlan:
-    """A batch's script calls, and the feature matrix their replies complete."""
+    """A batch's reads, and the feature matrix their replies complete."""
 
     out: np.ndarray
-    request: bytes  # RESP: every call of the batch, users first
+    request: bytes  # RESP: a GET per user, then a script call per merchant
     calls: int
-    n_users: int  # the first n_users calls are user calls, the rest merchant calls
-    user_rows: np.ndarray  # rows of `out` the user replies answer for, in reply order
-    merchant_rows: np.ndarray
+    txs: Sequence[TxnInput]
+    users: list[str]  # in request order
+    user_rows: np.ndarray  # rows of `out`, grouped by user in request order
+    user_tx: np.ndarray  # user u's rows are user_rows[user_tx[u]:user_tx[u + 1]]
+    merchant_rows: np.ndarray  # rows the merchant replies answer for, in reply order
+    readonly: bool
 
-    def fill(self, replies: Sequence[bytes]) -> np.ndarray:
-        """Write the replies (little-endian doubles, a vector per transaction) into the
-        matrix: one assignment per kind of call."""
-        n_users = self.n_users
-        self._put(b"".join(replies[:n_users]), self.user_rows, _USER_SLICE, _USER_WIDTH)
-        self._put(b"".join(replies[n_users:]), self.merchant_rows, _MERCHANT_SLICE, _MERCHANT_WIDTH)
-        return self.out
-
-    def _put(self, data: bytes, rows: np.ndarray, columns: slice, width: int) -> None:
-        if len(data) != 8 * width * len(rows):
+    def fill_merchants(self, replies: Sequence[bytes]) -> None:
+        """Write the merchant replies (8 little-endian doubles a transaction) into the
+        matrix, with one assignment."""
+        data = b"".join(replies)
+        rows = self.merchant_rows
+        if len(data) != 8 * _MERCHANT_WIDTH * len(rows):
             raise ValueError(
-                f"feature replies hold {len(data)} bytes, expected {len(rows)} x {width} doubles"
+                f"merchant replies hold {len(data)} bytes, "
+                f"expected {len(rows)} x {_MERCHANT_WIDTH} doubles"
             )
         # + 0.0 turns a -0.0 into 0.0, as msgpack (which carried it as integer 0) did.
-        self.out[rows, columns] = np.frombuffer(data, "<f8").reshape(len(rows), width) + 0.0
+        self.out[rows, _MERCHANT_SLICE] = (
+            np.frombuffer(data, "<f8").reshape(len(rows), _MERCHANT_WIDTH) + 0.0
+        )
+
+
+@dataclass(frozen=True)
+class UserWrites:
+    """The compare-and-set calls of the users a batch changed."""
+
+    request: bytes
+    calls: int
+    users: list[str]
 
 
 @dataclass(frozen=True)
@@ -303,6 +450,11 @@ def _reply_error(message: str) -> ResponseError:
     if message.startswith("NOSCRIPT "):
         return NoScriptError(message[len("NOSCRIPT ") :])
     return ResponseError(message)
+
+
+def _version(state: bytes) -> int:
+    """A format-4 state's version word."""
+    return int.from_bytes(state[8:16], "little")
 
 
 def _call_template(sha: str, readonly: str, ttl_ms: str) -> bytes:

@@ -32,7 +32,7 @@ from fraudcore.logs import kv, where
 from scorer import metrics
 from scorer.drift import DriftTracker
 from scorer.feature_pipeline import FeaturePipeline, PendingFeatures
-from scorer.feature_store import FeatureStore, SourcePosition
+from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
 from scorer.model_manager import LoadedModel, ModelManager
 from scorer.pipeline import Accepted, OutMessage, Rejected, dead_letter, decode_batch, outputs
 from scorer.settings import ScorerSettings
@@ -358,15 +358,22 @@ class Scorer:
         out += [dead_letter(r, settings.topic_transactions_dlq) for r in rejected]
         t_model = time.perf_counter()
 
+        # The user states written while the model ran must have landed before the commit.
+        confirmed = self._confirm_writes(batch)
+        t_confirmed = time.perf_counter()
+        if not confirmed:
+            self._rewind(batch.first, consumer)
+            return False
         offsets = [TopicPartition(t, p, o + 1) for (t, p), o in batch.last.items()]
         scored = Scored(
-            batch, scores, severities, loaded.version, batch.submit_s + t_features - started,
+            batch, scores, severities, loaded.version,
+            batch.submit_s + (t_features - started) + (t_confirmed - t_model),
             t_model - t_features,
         )  # fmt: skip
         if self._committer is None:
             if not self._deliver_batch(out, offsets, batch.first, consumer, producer):
                 return False
-            self._record(scored, time.time(), time.perf_counter() - t_model)
+            self._record(scored, time.time(), time.perf_counter() - t_confirmed)
             return True
         # The commit of the batch before ran while this one was scored; it must be
         # settled before this batch's transaction begins.
@@ -456,6 +463,25 @@ class Scorer:
                 metrics.redis_errors.inc()
                 self.health.redis = False
                 self._redis_outage.failed(exc)
+
+    def _confirm_writes(self, batch: Batch) -> bool:
+        """Whether Redis took the batch's user states; if not (another process wrote
+        some of its users, or the answer was lost) the batch must be computed again."""
+        assert batch.pending is not None
+        try:
+            self._pipeline().confirm(batch.pending)
+            return True
+        except UserStateConflict as exc:
+            metrics.redis_errors.inc()
+            logger.warning(
+                "user state written by another scorer, computing the batch again %s",
+                kv(users=len(exc.users), user_id=exc.users[0]),
+            )
+        except (redis.ConnectionError, redis.TimeoutError) as exc:
+            metrics.redis_errors.inc()
+            self.health.redis = False
+            self._redis_outage.failed(exc)
+        return False
 
     def _rewind(self, first: dict[tuple[str, int], int], consumer: Consumer) -> None:
         """Seek each partition back to a batch's first offset, so that the batch is
@@ -561,6 +587,9 @@ class Scorer:
                 self._discard_in_flight()
         if self._clients is not None:
             self._settle_commit(self._clients[0])
+        if self.store is not None:
+            # The partitions' next owner writes their users from now on.
+            self.store.forget_written()
         logger.info(
             "partitions revoked %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )

@@ -1,6 +1,7 @@
 """Feature requests sent ahead (scorer/feature_pipeline.py), on a real Redis: the same
 vectors as one round trip at a time, also when the connection breaks or Redis forgets
-the scripts with requests in flight."""
+the scripts with requests in flight, and when the answer to a batch's user-state writes
+is lost."""
 
 from __future__ import annotations
 
@@ -45,10 +46,14 @@ def test_two_batches_in_flight_give_the_offline_vectors(store: FeatureStore) -> 
     rows = []
     pending = pipeline.submit(*batches[0])
     for txs, positions in batches[1:]:
-        following = pipeline.submit(txs, positions)  # sent before the previous is read
+        # Sent before the previous batch's users are written: the users it shares with
+        # that batch are read before their newest state is in Redis.
+        following = pipeline.submit(txs, positions)
         rows.append(pipeline.result(pending))
+        pipeline.confirm(pending)  # as the scorer does, before it commits
         pending = following
     rows.append(pipeline.result(pending))
+    pipeline.confirm(pending)
     pipeline.close()
     _assert_same(np.vstack(rows), expected)
 
@@ -105,5 +110,31 @@ def test_scripts_flushed_with_requests_in_flight(store: FeatureStore) -> None:
     store.client.script_flush()  # as after a Redis restart without persistence of scripts
     in_flight = [pipeline.submit(*b) for b in batches[1:]]
     rows += [pipeline.result(p) for p in in_flight]
+    pipeline.close()
+    _assert_same(np.vstack(rows), expected)
+
+
+def test_a_lost_write_answer_means_compute_the_batch_again(store: FeatureStore) -> None:
+    stream = random_stream(seed=25, n=4 * BATCH, users=10)
+    expected = OfflineFeatureBuilder().transactions(stream)
+    batches = _batches(stream)
+    pipeline = FeaturePipeline(store)
+    first = pipeline.submit(*batches[0])
+    rows = [pipeline.result(first)]
+    pipeline.confirm(first)
+    pipeline._writer.send_command("CLIENT", "ID")  # test of internals: nothing in flight
+    writer = int(pipeline._writer.read_response())
+    second = pipeline.submit(*batches[1])
+    store.client.client_kill_filter(_id=writer)
+    pipeline.result(second)  # its user states go down the killed connection
+    with pytest.raises(redis.ConnectionError):
+        pipeline.confirm(second)
+    # The scorer does not commit the batch; it consumes it again and computes it again
+    # (had some of its writes landed, they would be replays now, with the same vectors).
+    pipeline.discard()
+    for txs, positions in batches[1:]:
+        pending = pipeline.submit(txs, positions)
+        rows.append(pipeline.result(pending))
+        pipeline.confirm(pending)
     pipeline.close()
     _assert_same(np.vstack(rows), expected)

@@ -1,4 +1,5 @@
-"""Online features (Redis Lua) against the offline implementation, on a real Redis."""
+"""Online features (the user kernel and the merchant script, state in Redis) against the
+offline implementation, on a real Redis; and two scorers writing the same user."""
 
 from __future__ import annotations
 
@@ -6,9 +7,10 @@ import random
 import uuid
 
 import numpy as np
+import pytest
 
 from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES, OfflineFeatureBuilder, TxnInput
-from scorer.feature_store import FeatureStore, SourcePosition
+from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
 from tests.scorer.streams import random_stream
 
 
@@ -115,3 +117,30 @@ def test_readonly_compute_changes_no_state(store: FeatureStore) -> None:
     again = store.compute(txs, readonly=True)
     assert _same(before, again).all()
     assert not store.client.keys(f"{store.prefix}:*")
+
+
+def test_a_user_written_by_another_scorer_meanwhile_is_refused(store: FeatureStore) -> None:
+    """A zombie and the new owner of a partition compute the same batch of one user from
+    the same state: the write that comes second is refused and nothing of it lands; the
+    batch computed again from what Redis holds is a replay, with the offline vectors."""
+    stream = random_stream(seed=13, n=60, users=1, merchants=3)
+    _online(store, stream[:30], batch=30)
+    new_owner = FeatureStore(store.client, key_prefix=store.prefix)
+
+    txs = [TxnInput.from_record(r, ts) for r, ts in stream[30:]]
+    positions = [SourcePosition("t:0", 30 + i) for i in range(len(txs))]
+    plan = store.plan(txs, positions)
+    replies = store._run(plan.request, plan.calls)  # the zombie reads ...
+    theirs = new_owner.compute(txs, positions)  # ... the new owner computes and writes ...
+    _, writes = store.finish(plan, replies)
+    user_key = store.user_key(txs[0].user_id)
+    before = store.client.get(user_key)
+    with pytest.raises(UserStateConflict) as refused:  # ... the zombie's write is refused
+        store.check_writes(writes, store._run(writes.request, writes.calls))
+    assert refused.value.users == [txs[0].user_id]
+    assert store.client.get(user_key) == before
+
+    expected = OfflineFeatureBuilder().transactions(stream)[30:]
+    assert _same(theirs, expected).all()
+    assert _same(store.compute(txs, positions), expected).all()
+    assert store.client.get(user_key) == before  # a replay changes nothing
