@@ -3,16 +3,18 @@
     python -m bench.features_cpu [--days 4] [--measure 10000] [--batch 1000] [--repeat 3]
                                  [--redis-url redis://localhost:6379/0]
 
-Drives FeaturePipeline (FeatureStore.plan + encode, the send, read_response + fill) the way
-the scorer's loop does (batch N+1 submitted before batch N's result is taken) over the
+Drives FeaturePipeline (FeatureStore.plan, the send, the replies, the user kernel and the
+user-state writes, their confirmation) the way the scorer's loop does (batch N+1 submitted
+before batch N's result is taken; batch N's writes confirmed after its result) over the
 handbook's transactions (`bench.data.month`, enriched; synthetic if the file is missing).
 Each repeat starts from empty state under a new key prefix: the first transactions build
 the users' and merchants' state unmeasured, the last `--measure` are measured.
 
 Without --redis-url a private redis-server is started on a free port, so its CPU
-(/proc/<pid>/stat, user+system) and INFO commandstats (evalsha usec: the scripts alone) are
-this benchmark's only; with --redis-url (e.g. the shared dev Redis) only commandstats is
-reported, and it includes whatever else ran meanwhile. Keys are deleted afterwards.
+(/proc/<pid>/stat, user+system) and INFO commandstats (usec of EVALSHA and GET: the
+commands alone) are this benchmark's only; with --redis-url (e.g. the shared dev Redis)
+only commandstats is reported, and it includes whatever else ran meanwhile. Keys are
+deleted afterwards.
 
 Reports the best of `--repeat` runs (the machine is shared: the best run is the least
 disturbed) of process CPU time (time.process_time), in µs per measured transaction, and a
@@ -84,9 +86,12 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _evalsha_usec(client: redis.Redis) -> int:
-    stats = client.info("commandstats").get("cmdstat_evalsha")
-    return int(stats["usec"]) if stats else 0
+def _commands_usec(client: redis.Redis) -> int:
+    """Server time in the feature path's commands (merchant and write scripts, GETs)."""
+    stats = client.info("commandstats")
+    return sum(
+        int(stats[name]["usec"]) for name in ("cmdstat_evalsha", "cmdstat_get") if name in stats
+    )
 
 
 def _batches(days: int, batch: int) -> Batches:
@@ -118,11 +123,13 @@ def _drive(pipeline: FeaturePipeline, batches: Batches) -> tuple[list[np.ndarray
         submit_s += t1 - t0
         if pending is not None:
             out.append(pipeline.result(pending))
+            pipeline.confirm(pending)
             result_s += clock() - t1
         pending = following
     if pending is not None:
         t0 = clock()
         out.append(pipeline.result(pending))
+        pipeline.confirm(pending)
         result_s += clock() - t0
     return out, submit_s, result_s
 
@@ -152,11 +159,11 @@ def main() -> None:
             try:
                 pipeline = FeaturePipeline(FeatureStore(client, key_prefix=prefix))
                 _drive(pipeline, warm)
-                cpu0, usec0 = _proc_cpu_s(pid) if pid else 0.0, _evalsha_usec(client)
+                cpu0, usec0 = _proc_cpu_s(pid) if pid else 0.0, _commands_usec(client)
                 t0 = time.process_time()
                 matrices, submit_s, result_s = _drive(pipeline, measured)
                 client_s = time.process_time() - t0
-                cpu1, usec1 = _proc_cpu_s(pid) if pid else 0.0, _evalsha_usec(client)
+                cpu1, usec1 = _proc_cpu_s(pid) if pid else 0.0, _commands_usec(client)
                 pipeline.close()
                 if run == 0:
                     user_bytes = _mean_bytes(client, f"{prefix}:u:*")
@@ -166,7 +173,7 @@ def main() -> None:
                 "client": client_s / n * 1e6,
                 "submit": submit_s / n * 1e6,
                 "result": result_s / n * 1e6,
-                "redis_evalsha": (usec1 - usec0) / n,
+                "redis_commands": (usec1 - usec0) / n,
             }
             if pid:
                 figures["redis_process"] = (cpu1 - cpu0) / n * 1e6

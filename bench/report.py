@@ -221,7 +221,8 @@ def _stages_table(results: dict[str, Any]) -> list[str]:
         return []
     stages = main["stages_us_per_tx"]
     evalsha = main["redis_evalsha"]
-    per_tx_server = evalsha["server_usec"] / max(main["transactions"], 1)
+    get = main.get("redis_get", {"server_usec": 0, "calls": 0, "usec_per_call": 0.0})
+    per_tx_server = (evalsha["server_usec"] + get["server_usec"]) / max(main["transactions"], 1)
     lines = [
         "",
         "**Where the time goes** (µs per transaction, wall time inside the scorer's loop; "
@@ -238,7 +239,8 @@ def _stages_table(results: dict[str, Any]) -> list[str]:
         lines.append(f"| {stage} | {value} | {naive_stages.get(stage, '')} |")
     lines.append(
         f"| (Redis server time inside `features`) | {per_tx_server:.1f} "
-        f"({evalsha['usec_per_call']} µs per EVALSHA, {evalsha['calls']:,} calls) | |"
+        f"({evalsha['usec_per_call']} µs per EVALSHA, {evalsha['calls']:,} calls; "
+        f"{get['usec_per_call']} µs per GET, {get['calls']:,} calls) | |"
     )
     return lines
 
