@@ -111,7 +111,12 @@ class FeaturePipeline:
                 if self._connection is None:
                     self._reconnect()
                 assert self._replies is not None
-                replies = self._replies.read(plan.calls)
+                # The users' states come first: their features are computed (and their
+                # writes sent) while Redis is still busy with the merchant calls.
+                users = self._replies.read(len(plan.users))
+                if pending.writes is None:
+                    self._send_writes(pending, self.store.finish_users(plan, users))
+                merchants = self._replies.read(plan.calls - len(plan.users))
             except NoScriptError:
                 self._drop_connection()  # the rest of this reply stream is useless
                 if attempt == 2:
@@ -123,9 +128,8 @@ class FeaturePipeline:
                 self._drop_connection()
                 raise
             self._unanswered.popleft()
-            out, writes = self.store.finish(plan, replies)
-            self._send_writes(pending, writes)
-            return out
+            plan.fill_merchants(merchants)
+            return plan.out
         raise AssertionError("unreachable")
 
     def confirm(self, pending: PendingFeatures) -> None:

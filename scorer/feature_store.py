@@ -219,7 +219,15 @@ class FeatureStore:
         """The batch's feature matrix from the replies to its reads, and the writes of the
         users it changed (not sent: the caller sends them, then `check_writes`)."""
         n_users = len(plan.users)
+        writes = self.finish_users(plan, replies[:n_users])
         plan.fill_merchants(replies[n_users:])
+        return plan.out, writes
+
+    def finish_users(self, plan: BatchPlan, replies: Sequence[Any]) -> UserWrites:
+        """The user features of the batch, from the replies to its GETs (the first
+        len(plan.users) replies; Redis may still be busy with the merchant calls), and
+        the writes of the users it changed."""
+        n_users = len(plan.users)
         bases: list[bytes] = []
         expected: dict[int, bytes] = {}
         starts = np.full(n_users, -1, np.int64)
@@ -251,7 +259,7 @@ class FeatureStore:
             bases.append(base)
         new_words, new_start, new_len = self._run_kernel(plan, b"".join(bases), starts)
         if plan.readonly:
-            return plan.out, UserWrites(b"", 0, [])
+            return UserWrites(b"", 0, [])
         arena = new_words.tobytes()
         chunks: list[bytes] = []
         users: list[str] = []
@@ -275,7 +283,7 @@ class FeatureStore:
             written.move_to_end(user)
         while len(written) > WRITTEN_CACHE_USERS:
             written.popitem(last=False)
-        return plan.out, UserWrites(b"".join(chunks), len(chunks), users)
+        return UserWrites(b"".join(chunks), len(chunks), users)
 
     def check_writes(self, writes: UserWrites, replies: Sequence[Any]) -> None:
         """Raise UserStateConflict if any compare-and-set of `writes` was refused."""
