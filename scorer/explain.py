@@ -43,6 +43,12 @@ class Explainer:
                 self.quantiles.append(np.asarray(reference.quantiles, dtype=np.float64))
                 self.high.append(definition.direction == "high")
         self.usual_from = [FEATURE_INDEX[d.usual_from] if d.usual_from else -1 for d in FEATURES]
+        # `usual` of the candidates as arrays, for all alerts of a batch at once.
+        sources = [self.usual_from[i] for i in self.candidates]
+        self._usual_source = np.array([max(s, 0) for s in sources], dtype=np.intp)
+        self._no_source = np.array([s < 0 for s in sources], dtype=bool)
+        self._usual_scale = np.array([FEATURES[i].usual_scale for i in self.candidates])
+        self._high = np.array(self.high, dtype=bool)
 
     def usual(self, row: np.ndarray, index: int) -> float | None:
         source = self.usual_from[index]
@@ -63,30 +69,38 @@ class Explainer:
             position = np.interp(values[:, k], quantiles, QUANTILE_LEVELS, left=0.0, right=1.0)
             tail[:, k] = position if self.high[k] else 1.0 - position
         tail[np.isnan(values)] = -np.inf
+        usuals = self._usuals(rows)  # NaN = none
+        # Ties at the very end of the distribution: the larger multiple of usual first.
+        with np.errstate(divide="ignore", invalid="ignore"):
+            multiple = np.minimum(values / usuals, 1e3) * 1e-6
+        rank = tail + np.where(self._high & (usuals != 0) & ~np.isnan(usuals), multiple, 0.0)
+        columns = np.arange(len(self.candidates))
         out = []
         for r in range(rows.shape[0]):
             row = rows[r]
-            usuals = [self.usual(row, i) for i in self.candidates]
-            # Ties at the very end of the distribution: the larger multiple of usual first.
-            ranked = sorted(
-                (
-                    tail[r, k] + (min(values[r, k] / u, 1e3) * 1e-6 if self.high[k] and u else 0.0),
-                    k,
-                )
-                for k, u in enumerate(usuals)
-                if tail[r, k] > -np.inf
-            )
+            valid = tail[r] > -np.inf
+            # Ascending by rank, then by candidate: the last `top`, reversed, are the reasons.
+            order = columns[valid][np.lexsort((columns[valid], rank[r, valid]))]
             picked = []
-            for _, k in reversed(ranked[-self.top :]):
+            for k in order[-self.top :][::-1].tolist():
                 index = self.candidates[k]
                 value = float(row[index])
+                usual = float(usuals[r, k])
+                usual_or_none = usual if math.isfinite(usual) else None
                 picked.append(
                     {
                         "feature": FEATURES[index].name,
                         "value": value,
-                        "usual": usuals[k],
-                        "text": reason_text(FEATURES[index].name, value, usuals[k]),
+                        "usual": usual_or_none,
+                        "text": reason_text(FEATURES[index].name, value, usual_or_none),
                     }
                 )
             out.append(picked)
         return out
+
+    def _usuals(self, rows: np.ndarray) -> np.ndarray:
+        """`usual` of every candidate of every row (NaN where there is none), at once."""
+        own = rows[:, self._usual_source] * self._usual_scale  # column 0 where none
+        own[:, self._no_source] = np.nan
+        median = np.broadcast_to(self.median[self.candidates], own.shape)
+        return np.where(np.isfinite(own), own, median)
