@@ -496,12 +496,17 @@ INFRASTRUCTURE = Dashboard(
         ),
         Panel(
             "Redis clients, keys and errors",
-            "Connected clients and keys in Redis, and failed Redis calls per second seen "
-            "by the scorer (alert ScorerRedisErrors).",
+            "Connected clients and keys in Redis, failed Redis calls per second seen by "
+            "the scorer (alert ScorerRedisErrors), and batches per second computed again "
+            "because another scorer wrote their users (alert ScorerUserStateConflicts).",
             (
                 q("sum by (instance) (redis_connected_clients)", "clients {{instance}}"),
                 q("sum by (instance) (redis_db_keys)", "keys {{instance}}"),
                 q(f"sum(rate(scorer_redis_errors_total[{RATE}]))", "scorer errors/s"),
+                q(
+                    f"sum(rate(scorer_user_state_conflicts_total[{RATE}]))",
+                    "user-state conflicts/s",
+                ),
             ),
         ),
         Panel(

@@ -111,6 +111,10 @@ model_last_loaded = Gauge(
     "scorer_model_loaded_timestamp_seconds", "When the model in use was loaded"
 )
 redis_errors = Counter("scorer_redis_errors_total", "Redis calls that failed (then retried)")
+user_state_conflicts = Counter(
+    "scorer_user_state_conflicts_total",
+    "Batches computed again because another scorer wrote one of their users meanwhile",
+)
 kafka_errors = Counter("scorer_kafka_errors_total", "Kafka errors by class", ["kind"])
 transactions_aborted = Counter(
     "scorer_kafka_transactions_aborted_total", "Aborted Kafka transactions"

@@ -472,7 +472,7 @@ class Scorer:
             self._pipeline().confirm(batch.pending)
             return True
         except UserStateConflict as exc:
-            metrics.redis_errors.inc()
+            metrics.user_state_conflicts.inc()
             logger.warning(
                 "user state written by another scorer, computing the batch again %s",
                 kv(users=len(exc.users), user_id=exc.users[0]),

@@ -93,6 +93,9 @@ ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
     ),
     "ScorerKafkaErrors": ("sum by (job, kind) (rate(scorer_kafka_errors_total[5m]))",),
     "ScorerRedisErrors": ("sum by (job) (rate(scorer_redis_errors_total[5m]))",),
+    "ScorerUserStateConflicts": (
+        "sum by (job) (increase(scorer_user_state_conflicts_total[10m]))",
+    ),
     "RedisMemoryNearLimit": ("redis_memory_used_bytes", "redis_memory_max_bytes"),
     "AlertRateSpike": ("job:scorer_alerts:rate30m",),
     "AlertRateDrop": ("job:scorer_alerts:rate30m",),
