@@ -137,7 +137,8 @@ def drain(
         **memory,
         "stages_us_per_tx": stage_costs(metrics, expected),
         "batches": int(metrics.get("scorer_batch_size_count", 0)),
-        # The feature path's commands: merchant and user-write scripts, user-state GETs.
+        # The feature path: merchant and user-write scripts; GETs (those the write script
+        # runs included: Redis counts a command a script runs under its own name too).
         "redis_evalsha": delta(redis_before, redis_after, "evalsha"),
         "redis_get": delta(redis_before, redis_after, "get"),
         "machine": monitor.between(wall_start, wall_end),
