@@ -113,10 +113,10 @@ class FeaturePipeline:
                 assert self._replies is not None
                 # The users' states come first: their features are computed (and their
                 # writes sent) while Redis is still busy with the merchant calls.
-                users = self._replies.read(len(plan.users))
+                users = self._replies.read(plan.n_gets)
                 if pending.writes is None:
                     self._send_writes(pending, self.store.finish_users(plan, users))
-                merchants = self._replies.read(plan.calls - len(plan.users))
+                merchants = self._replies.read(plan.calls - plan.n_gets)
             except NoScriptError:
                 self._drop_connection()  # the rest of this reply stream is useless
                 if attempt == 2:

@@ -1,8 +1,8 @@
 """Online features: the scorer's view of per-user and per-merchant state in Redis.
 
 One pipeline, so one Redis round trip, per batch to read: a GET per user the batch
-touches (the 21 user features are computed here, by scorer/user_kernel.py) and a script
-call per merchant (merchants are shared across partitions, so their counts are kept by
+touches, unless this process wrote that user's state itself lately (the 21 user features
+are computed here, by scorer/user_kernel.py), and a script call per merchant (merchants are shared across partitions, so their counts are kept by
 an atomic script in Redis). The changed user states go back in a second request, one
 compare-and-set per user (scorer/lua/user_write.lua), which the caller confirms before
 it commits the batch. Every call touches the keys of one hash slot only (the {user} or
@@ -80,9 +80,10 @@ class UserStateConflict(RuntimeError):
         self.users = list(users)
 
 
-# States this process wrote, newest first out: a batch's reads are sent before the
-# previous batch's writes, so its own latest write may not be visible in Redis yet.
-# A few batches' users are enough; beyond that every read sees our writes.
+# States this process wrote lately (least recently written first). A user found here is
+# not read from Redis again: the compare-and-set of its next write finds out if anyone
+# else wrote it meanwhile. It also covers the reads sent ahead, before the previous
+# batch's writes. ~16k users x ~2 KB.
 WRITTEN_CACHE_USERS = 16_384
 
 
@@ -160,12 +161,13 @@ class FeatureStore:
         *,
         readonly: bool = False,
     ) -> BatchPlan:
-        """The batch's reads (a GET per user, a script call per merchant) as one RESP
-        request, and where their replies go; the stateless features are already filled."""
+        """The batch's reads (a GET per user not in the written cache, a script call per
+        merchant) as one RESP request, and where their replies go; the stateless features
+        are already filled."""
         n = len(txs)
         out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
         if not n:
-            return BatchPlan(out, b"", 0, txs, [], _NO_ROWS, _NO_ROWS, _NO_ROWS, readonly)
+            return BatchPlan(out, b"", 0, txs, [], [], 0, _NO_ROWS, _NO_ROWS, _NO_ROWS, readonly)
         if positions is None:
             if not readonly:
                 raise ValueError("positions are required to update merchant state")
@@ -193,9 +195,16 @@ class FeatureStore:
         )
         chunks: list[bytes] = []
         append = chunks.append
+        written = self._written
+        replies: list[int] = []
         for user in user_rows:
+            if not readonly and user in written:
+                replies.append(-1)
+                continue
+            replies.append(len(chunks))
             key = self.user_key(user).encode()
             append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key))
+        n_gets = len(chunks)
         pack = self._pack
         template = self._merchant_call_readonly if readonly else self._merchant_call
         for merchant_id, group in by_merchant.items():
@@ -209,6 +218,8 @@ class FeatureStore:
             len(chunks),
             txs,
             list(user_rows),
+            replies,
+            n_gets,
             np.fromiter(chain.from_iterable(user_rows.values()), np.intp, n),
             np.concatenate(([0], np.cumsum(user_counts))),
             np.fromiter(chain.from_iterable(merchant_rows.values()), np.intp, n),
@@ -218,15 +229,14 @@ class FeatureStore:
     def finish(self, plan: BatchPlan, replies: Sequence[Any]) -> tuple[np.ndarray, UserWrites]:
         """The batch's feature matrix from the replies to its reads, and the writes of the
         users it changed (not sent: the caller sends them, then `check_writes`)."""
-        n_users = len(plan.users)
-        writes = self.finish_users(plan, replies[:n_users])
-        plan.fill_merchants(replies[n_users:])
+        writes = self.finish_users(plan, replies[: plan.n_gets])
+        plan.fill_merchants(replies[plan.n_gets :])
         return plan.out, writes
 
     def finish_users(self, plan: BatchPlan, replies: Sequence[Any]) -> UserWrites:
-        """The user features of the batch, from the replies to its GETs (the first
-        len(plan.users) replies; Redis may still be busy with the merchant calls), and
-        the writes of the users it changed."""
+        """The user features of the batch, from the states this process wrote and the
+        replies to its GETs (the first plan.n_gets replies; Redis may still be busy with
+        the merchant calls), and the writes of the users it changed."""
         n_users = len(plan.users)
         bases: list[bytes] = []
         expected: dict[int, bytes] = {}
@@ -234,8 +244,14 @@ class FeatureStore:
         at = 0
         written = self._written
         for u, user in enumerate(plan.users):
-            fetched = replies[u]
             mine = written.get(user)
+            reply = plan.replies[u]
+            if reply >= 0:
+                fetched = replies[reply]
+            elif mine is None:  # dropped from the cache since the plan: read it now
+                fetched = self.client.get(self.user_key(user))
+            else:
+                fetched = None
             if mine is not None and (
                 fetched is None or fetched[0] != FORMAT or _version(fetched) <= _version(mine)
             ):
@@ -375,6 +391,8 @@ class BatchPlan:
     calls: int
     txs: Sequence[TxnInput]
     users: list[str]  # in request order
+    replies: list[int]  # per user: the index of its GET's reply, -1 = not read (cached)
+    n_gets: int  # the first n_gets replies answer GETs, the rest merchant calls
     user_rows: np.ndarray  # rows of `out`, grouped by user in request order
     user_tx: np.ndarray  # user u's rows are user_rows[user_tx[u]:user_tx[u + 1]]
     merchant_rows: np.ndarray  # rows the merchant replies answer for, in reply order

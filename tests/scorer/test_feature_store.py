@@ -144,3 +144,19 @@ def test_a_user_written_by_another_scorer_meanwhile_is_refused(store: FeatureSto
     assert _same(theirs, expected).all()
     assert _same(store.compute(txs, positions), expected).all()
     assert store.client.get(user_key) == before  # a replay changes nothing
+
+
+def test_a_user_dropped_from_the_cache_after_the_plan_is_read_then(store: FeatureStore) -> None:
+    """A user this process wrote is not read again; if its cached state is gone by the
+    time the batch's replies are in (a conflict elsewhere, a rebalance), it is read then."""
+    stream = random_stream(seed=14, n=120, users=4, merchants=3)
+    _online(store, stream[:60], batch=30)
+    txs = [TxnInput.from_record(r, ts) for r, ts in stream[60:]]
+    positions = [SourcePosition("t:0", 60 + i) for i in range(len(txs))]
+    plan = store.plan(txs, positions)
+    assert plan.n_gets == 0  # every user is in the cache: no GET
+    replies = store._run(plan.request, plan.calls)
+    store.forget_written()
+    got, writes = store.finish(plan, replies)
+    store.check_writes(writes, store._run(writes.request, writes.calls))
+    assert _same(got, OfflineFeatureBuilder().transactions(stream)[60:]).all()
