@@ -42,7 +42,6 @@ import numpy as np
 
 from fraudcore.features import (
     DAY_MS,
-    EARTH_RADIUS_KM,
     HOUR_MS,
     KNOWN_FOR_MS,
     MIN_SPEED_INTERVAL_MS,
@@ -50,6 +49,7 @@ from fraudcore.features import (
     USER_NAMES,
     TxnInput,
     UserState,
+    haversine_km,
 )
 
 FORMAT = 4
@@ -107,14 +107,8 @@ def _digest_all(data: np.ndarray, ends: np.ndarray, second: np.ndarray) -> np.nd
     return out
 
 
-@numba.njit(cache=True, nogil=True)
-def _haversine(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    # fraudcore.features.haversine_km, operation for operation.
-    rad = math.pi / 180
-    half_dlat = math.sin((lat2 - lat1) * rad / 2)
-    half_dlon = math.sin((lon2 - lon1) * rad / 2)
-    a = half_dlat * half_dlat + math.cos(lat1 * rad) * math.cos(lat2 * rad) * half_dlon * half_dlon
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, a)))
+# The offline function itself, compiled: the same operations in the same order.
+_haversine = numba.njit(cache=True, nogil=True)(haversine_km)
 
 
 @numba.njit(cache=True, nogil=True)
