@@ -313,7 +313,8 @@ class FeatureStore:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         txs = plan.txs
         n = len(txs)
-        words = np.frombuffer(states, "<i8") if states else np.zeros(0, np.int64)
+        # Read-only (a view of the bytes), also when empty: one compiled signature.
+        words = np.frombuffer(states, "<i8")
         lat = np.fromiter((math.nan if tx.lat is None else tx.lat for tx in txs), np.float64, n)
         lon = np.fromiter((math.nan if tx.lon is None else tx.lon for tx in txs), np.float64, n)
         capacity = (

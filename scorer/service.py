@@ -29,7 +29,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from fraudcore.contracts import format_time
 from fraudcore.kafka import consumer_config, producer_config, wait_for_kafka
 from fraudcore.logs import kv, where
-from scorer import metrics
+from scorer import metrics, user_kernel
 from scorer.drift import DriftTracker
 from scorer.feature_pipeline import FeaturePipeline, PendingFeatures
 from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
@@ -171,6 +171,7 @@ class Scorer:
         )
         self.health.redis = True
         logger.info("redis reachable %s", kv(attempt=attempt))
+        logger.info("user feature kernel ready %s", kv(took_s=f"{user_kernel.warm_up():.1f}"))
 
     @property
     def ready(self) -> bool:
