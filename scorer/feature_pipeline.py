@@ -7,7 +7,8 @@ batch N+1's, as they would one round trip at a time. Results are collected in th
 order. The user states a batch changed go down a second connection as soon as its
 features are computed; `confirm` reads their answers before the batch is committed. A
 batch's reads may therefore run before the previous batch's writes: the store uses the
-state it wrote itself when that is newer than what it read (FeatureStore.finish).
+state it wrote itself when that is newer than what it read, and does not read the users
+it wrote lately at all (FeatureStore.finish_users).
 
 If the read connection breaks or Redis lost the scripts (a restart), every read not yet
 answered is sent again, in order, on a new connection. That is safe because the reads
