@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import signal
 import time
 import uuid
 from collections.abc import Callable
@@ -297,6 +299,70 @@ def test_rebalance_one_three_one_changes_no_output(
     finally:
         for scorer in [first, *extra]:
             scorer.stop()
+
+
+def _assigned(log: str) -> set[int]:
+    """Partitions a scorer's log says it was given (cooperative: increments add up)."""
+    found: set[int] = set()
+    for match in re.finditer(r"partitions assigned partitions=([0-9,]+)", log):
+        found |= {int(p) for p in match.group(1).split(",")}
+    return found
+
+
+def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day
+) -> None:
+    """A scorer frozen mid-stream (SIGSTOP: a long GC pause, a stalled VM) loses its
+    partitions when its session expires, and another scorer carries on from the last
+    commit. Thawed, the first finishes what it was doing as a zombie: its user-state writes
+    are refused where the new owner wrote those users since, its Kafka transaction is
+    fenced. The committed output is still an uninterrupted run's, message for message."""
+    records = one_day[0]
+    world = make_world(
+        partitions=6,
+        SCORER_BATCH_MAX_SIZE="25",
+        SCORER_OVERLAP_MIN_BATCH="1",
+        SCORER_SESSION_TIMEOUT_MS="6000",
+    )
+    chunks = [records[i : i + 300] for i in range(0, len(records), 300)]
+    zombie = world.start("zombie")
+    owner = None
+    frozen = False
+    try:
+        zombie.wait_ready()
+        produce_records(kafka, world.transactions, chunks[0])
+        wait_until(lambda: "partitions assigned" in zombie.log.read_text(), 30, "an assignment")
+        produce_records(kafka, world.transactions, chunks[1])
+        time.sleep(0.3)
+        zombie.proc.send_signal(signal.SIGSTOP)
+        frozen = True
+        owner = world.start("owner")
+        owner.wait_ready()
+        for chunk in chunks[2:4]:
+            produce_records(kafka, world.transactions, chunk)
+        wait_until(
+            lambda: _assigned(owner.log.read_text()) == set(range(6)),
+            60,
+            "the new scorer to own every partition",
+        )
+        time.sleep(2)  # it writes users the frozen one has read
+        before_thaw = len(zombie.log.read_text())
+        zombie.proc.send_signal(signal.SIGCONT)
+        frozen = False
+        for chunk in chunks[4:]:
+            produce_records(kafka, world.transactions, chunk)
+        _assert_same_output(world, kafka, stack, one_day)
+        # The zombie really was one: after the thaw, its batch in flight was refused.
+        after = zombie.log.read_text()[before_thaw:]
+        assert (
+            "user state written by another scorer" in after or "aborting kafka transaction" in after
+        ), zombie.tail()
+    finally:
+        if frozen:
+            zombie.proc.send_signal(signal.SIGCONT)
+        for scorer in (zombie, owner):
+            if scorer is not None:
+                scorer.stop()
 
 
 def test_hot_model_swap_loses_no_message(
