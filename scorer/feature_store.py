@@ -46,6 +46,7 @@ from scorer.user_kernel import (
     HEADER_WORDS,
     RECENT_WORDS,
     SEEN_WORDS,
+    VERSION_BYTES,
     encode_state,
     run_users,
     state_words,
@@ -256,7 +257,7 @@ class FeatureStore:
                 fetched is None or fetched[0] != FORMAT or _version(fetched) <= _version(mine)
             ):
                 base = mine
-                expected[u] = mine[8:16]
+                expected[u] = mine[VERSION_BYTES]
             elif fetched is None:
                 continue
             elif fetched[0] == FORMAT:
@@ -266,7 +267,7 @@ class FeatureStore:
                         f"its header says {8 * state_words(fetched)}"
                     )
                 base = fetched
-                expected[u] = fetched[8:16]
+                expected[u] = fetched[VERSION_BYTES]
             else:  # written by the Lua script of formats 1-3: read once, then format 4
                 base = encode_state(decode_legacy(fetched))
                 expected[u] = fetched
@@ -481,7 +482,7 @@ def _reply_error(message: str) -> ResponseError:
 
 def _version(state: bytes) -> int:
     """A format-4 state's version word."""
-    return int.from_bytes(state[8:16], "little")
+    return int.from_bytes(state[VERSION_BYTES], "little")
 
 
 def _call_template(sha: str, readonly: str, ttl_ms: str) -> bytes:

@@ -62,6 +62,8 @@ SEEN_WORDS = 3
 # Header word indexes.
 _H_FORMAT, _H_VERSION, _H_LAST_TS, _H_LAST_LAT, _H_LAST_LON = 0, 1, 2, 3, 4
 _H_RECENT, _H_DAYS, _H_DEVICES, _H_COUNTRIES = 5, 6, 7, 8
+# Where the version word is in a state's bytes (what the compare-and-set compares).
+VERSION_BYTES = slice(8 * _H_VERSION, 8 * _H_VERSION + 8)
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_OFFSET_B = np.uint64(0x84222325CBF29CE4)

@@ -2,7 +2,8 @@
 --
 -- KEYS[1]  user state
 -- ARGV[1]  what the state was computed from: "" = no state; 8 bytes = the version word
---          of a format-4 state; otherwise the whole earlier-format state, byte for byte
+--          of a format-4 state (its bytes 9-16: user_kernel.VERSION_BYTES); otherwise
+--          the whole earlier-format state, byte for byte
 -- ARGV[2]  the new state
 -- ARGV[3]  idle expiry, in ms
 -- Returns  1 if written; 0 if the stored state is no longer the one read, i.e. someone
