@@ -98,6 +98,12 @@ class ScoreReader:
         self.consumer.close()
 
 
+def in_window(event: np.ndarray, window_start_us: int) -> np.ndarray:
+    """Which event times (epoch seconds, parsed from microsecond stamps) fall in the
+    window the load generator counted (stamp >= its start, in integer microseconds)."""
+    return np.rint(event * 1e6).astype(np.int64) >= window_start_us
+
+
 def summarise(latency: np.ndarray) -> dict[str, float]:
     if latency.size == 0:
         return {}
@@ -209,7 +215,7 @@ def one_level(
         reader.poll(0.5)
     event = np.array(reader.event)
     latency = np.array(reader.latency)
-    window = event >= sent_info["window_start"]
+    window = in_window(event, sent_info["window_start_us"])
     # A score that never came counts as infinitely late, so a scorer that falls behind
     # cannot look fast by leaving its slowest messages out.
     missing = max(0, sent_info["in_window"] - int(window.sum()))
@@ -228,7 +234,9 @@ def one_level(
         # The part of the latency before the scorer produced the score (the rest is the
         # Kafka commit and the reader's fetch).
         "until_produce": summarise(np.array(reader.to_produce)[window]),
-        "per_second": per_second(event[window] - sent_info["window_start"], latency[window]),
+        "per_second": per_second(
+            event[window] - sent_info["window_start_us"] / 1e6, latency[window]
+        ),
         "redis_aof_rewrites": server_stats(world.stack.redis_url)["aof_rewrites"]
         - redis_before["aof_rewrites"],
         "machine": monitor.between(window_wall or started, wall_end),
