@@ -39,6 +39,12 @@ from scorer.settings import ScorerSettings
 from scorer.transactions import BackgroundCommitter
 
 logger = logging.getLogger(__name__)
+# The next transaction's AddOffsetsToTxn meets CONCURRENT_TRANSACTIONS while the broker
+# still writes the previous commit's markers; librdkafka retries it after retry.backoff.ms
+# (100 ms by default, growing exponentially up to retry.backoff.max.ms on repeats).
+# Measured (a consume-produce-commit loop on 1,000 tx/s of live input, 40 s runs):
+# send_offsets_to_transaction peaked at 117-128 ms with 100 ms, 29-54 ms with 2-10 ms.
+TXN_RETRY_BACKOFF_MS = 5
 
 EXIT_OUTAGE = 3
 EXIT_FATAL = 4
@@ -202,6 +208,7 @@ class Scorer:
         if self.exactly_once:
             producer_extra["transactional.id"] = settings.transactional_id
             producer_extra["transaction.timeout.ms"] = settings.scorer_transaction_timeout_ms
+            producer_extra["retry.backoff.ms"] = TXN_RETRY_BACKOFF_MS
         producer = Producer(producer_config(base, **producer_extra))
         if self.exactly_once:
             self._committer = BackgroundCommitter(
