@@ -247,12 +247,16 @@ class Scorer:
             metrics.ready.set(1)
             _freeze_heap()
             wait_s = settings.scorer_batch_max_wait_ms / 1000
+            taken_at = time.monotonic()
             while not self.stop.is_set():
-                # With a batch in flight, only take what has already arrived: waiting
-                # for more would hold back the batch in flight at low rates.
-                msgs = consumer.consume(
-                    settings.scorer_batch_max_size, 0 if self._in_flight else wait_s
-                )
+                # A batch closes at most wait_s after the one before was taken: what
+                # arrived while that one was scored has waited already. (consume() waits
+                # its whole timeout unless the batch fills, so a fixed wait idled ~10 ms
+                # in every cycle at 5,000 tx/s.) With a batch in flight, only take what
+                # has already arrived: waiting would hold back the batch in flight.
+                timeout = 0.0 if self._in_flight else taken_at + wait_s - time.monotonic()
+                msgs = consumer.consume(settings.scorer_batch_max_size, max(0.0, timeout))
+                taken_at = time.monotonic()
                 self._step(msgs, consumer, producer)
             if self._in_flight is not None:
                 self._finish(self._in_flight, consumer, producer)

@@ -20,8 +20,10 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     scorer_labels_group_id: str = "scorer-labels"
     # Stable per instance: a restarted instance fences its own zombie (Kafka EOS).
     scorer_instance_id: str = Field(default_factory=socket.gethostname)
-    # Micro-batches: whichever comes first. Small waits keep p99 latency low at low
-    # rates; large batches amortise the Redis round trip and the Kafka commit at high ones.
+    # Micro-batches: whichever comes first, the size or the wait, which counts from when
+    # the batch before was taken (what arrived while it was scored has waited already).
+    # Small waits keep p99 latency low at low rates; large batches amortise the Redis
+    # round trip and the Kafka commit at high ones.
     scorer_batch_max_size: int = Field(default=1000, ge=1, le=100_000)
     scorer_batch_max_wait_ms: int = Field(default=10, ge=0, le=10_000)
     # A batch at least this large stays in flight (Redis reads its state) while the batch
