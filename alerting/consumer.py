@@ -22,7 +22,7 @@ from alerting.metrics import RECEIVED, STORED
 from alerting.settings import AlertingSettings
 from alerting.store import AlertStore, StoredAlert
 from fraudcore.contracts import ContractError, decode_record, parse_time
-from fraudcore.kafka import consumer_config
+from fraudcore.kafka import consume_available, consumer_config
 from fraudcore.logs import kv
 
 logger = logging.getLogger(__name__)
@@ -86,7 +86,9 @@ class AlertConsumer:
         logger.info("consuming %s", kv(topic=s.topic_alerts, group=s.alerting_group_id))
         try:
             while not self.stop.is_set():
-                messages = consumer.consume(s.alerting_batch_size, s.alerting_poll_timeout_s)
+                messages = consume_available(
+                    consumer, s.alerting_batch_size, s.alerting_poll_timeout_s
+                )
                 if messages and self._handle(messages):
                     self._commit(consumer)
                 self._watch_kafka(consumer)

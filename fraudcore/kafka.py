@@ -7,7 +7,7 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from fraudcore.logs import kv
@@ -39,6 +39,17 @@ def consumer_config(base: dict[str, Any], group_id: str, **extra: Any) -> dict[s
         "isolation.level": "read_committed",
         **extra,
     }
+
+
+def consume_available(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:
+    """Up to `max_messages`: waits up to `timeout_s` for the first one, then takes only
+    what has already arrived. `Consumer.consume(n, timeout)` returns early only once it
+    has n messages; with fewer it waits out its whole timeout, holding back a lone
+    message (an alert, say) for that long."""
+    first = consumer.consume(1, timeout_s)
+    if not first or max_messages <= 1:
+        return first
+    return first + consumer.consume(max_messages - 1, 0)
 
 
 def ensure_topics(
