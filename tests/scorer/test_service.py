@@ -21,7 +21,7 @@ from fraudcore.topics import TopicSpec
 from scorer.feature_store import FeatureStore
 from tests.kafka_util import headers as kafka_headers
 from tests.kafka_util import produce, produce_records, read_topic, values
-from tests.scorer.harness import ScorerWorld, wait_until
+from tests.scorer.harness import ScorerProcess, ScorerWorld, wait_until
 from tests.scorer.models import isolation_model, register
 from tests.scorer.streams import random_stream
 from tests.stack import TestStack
@@ -301,6 +301,13 @@ def test_rebalance_one_three_one_changes_no_output(
             scorer.stop()
 
 
+def _scored(scorer: ScorerProcess) -> float:
+    """Transactions the scorer has committed scores for (its own metric)."""
+    text = httpx.get(scorer.url + "/metrics", timeout=5).text
+    match = re.search(r"^scorer_transactions_scored_total (\S+)$", text, re.MULTILINE)
+    return float(match.group(1)) if match else 0.0
+
+
 def _assigned(log: str) -> set[int]:
     """Partitions a scorer's log says it was given (cooperative: increments add up)."""
     found: set[int] = set()
@@ -320,7 +327,9 @@ def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
     records = one_day[0]
     world = make_world(
         partitions=6,
-        SCORER_BATCH_MAX_SIZE="25",
+        # Small batches: the second chunk takes dozens of Kafka transactions, so the
+        # scorer is surely inside one when it is frozen.
+        SCORER_BATCH_MAX_SIZE="5",
         SCORER_OVERLAP_MIN_BATCH="1",
         SCORER_SESSION_TIMEOUT_MS="6000",
     )
@@ -333,9 +342,14 @@ def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
         produce_records(kafka, world.transactions, chunks[0])
         wait_until(lambda: "partitions assigned" in zombie.log.read_text(), 30, "an assignment")
         produce_records(kafka, world.transactions, chunks[1])
-        time.sleep(0.3)
+        # Freeze it mid-stream: once the second chunk has begun to be committed (a fixed
+        # sleep was not enough once the scorer stopped idling between batches).
+        deadline = time.monotonic() + 60
+        while (scored := _scored(zombie)) <= len(chunks[0]) and time.monotonic() < deadline:
+            time.sleep(0.002)
         zombie.proc.send_signal(signal.SIGSTOP)
         frozen = True
+        assert len(chunks[0]) < scored < len(chunks[0]) + len(chunks[1]), scored
         owner = world.start("owner")
         owner.wait_ready()
         for chunk in chunks[2:4]:
