@@ -327,8 +327,8 @@ def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
     records = one_day[0]
     world = make_world(
         partitions=6,
-        # Small batches: the second chunk takes dozens of Kafka transactions, so the
-        # scorer is surely inside one when it is frozen.
+        # Small batches: the second chunk takes dozens of Kafka transactions, so a scorer
+        # frozen while committing it (asserted below) is almost always inside one.
         SCORER_BATCH_MAX_SIZE="5",
         SCORER_OVERLAP_MIN_BATCH="1",
         SCORER_SESSION_TIMEOUT_MS="6000",
