@@ -34,6 +34,9 @@ PAGE_HEADERS = {
 }
 
 SeverityName = Literal["low", "medium", "high", "critical"]
+# The store passes the offset to SQL as a 64-bit integer (SQLite INTEGER, PostgreSQL BIGINT):
+# a larger one is refused here, naming the parameter, instead of overflowing in the driver.
+MAX_OFFSET = 2**63 - 1
 
 
 class Feedback(BaseModel):
@@ -118,7 +121,7 @@ def create_app(
         from_: Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")] = None,
         to: Annotated[str | None, Query(description="RFC 3339, exclusive")] = None,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
-        offset: Annotated[int, Query(ge=0)] = 0,
+        offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     ) -> dict[str, Any]:
         query = AlertQuery(
             user_id=user_id or None,

@@ -158,3 +158,37 @@ def test_pagination_and_filters(
     assert service.http.get("/alerts/does-not-exist").status_code == 404
     assert orjson.loads(service.http.get("/health").content) == {"status": "ok"}
     assert service.http.get("/ready").json()["checks"] == {"kafka": True, "database": True}
+
+
+# (query, the parameter its 422 names, pydantic's error type)
+OUT_OF_RANGE: list[tuple[dict[str, int | str], str, str]] = [
+    ({"offset": 2**63}, "offset", "less_than_equal"),  # one past SQL's BIGINT
+    ({"offset": 10**30}, "offset", "less_than_equal"),
+    ({"offset": "9" * 5000}, "offset", "int_parsing_size"),
+    ({"offset": -1}, "offset", "greater_than_equal"),
+    ({"offset": "1e3"}, "offset", "int_parsing"),
+    ({"limit": 501}, "limit", "less_than_equal"),
+    ({"limit": 2**63}, "limit", "less_than_equal"),
+]
+
+
+def test_out_of_range_pagination_is_refused_naming_the_parameter(
+    start_service: Callable[..., Service],
+) -> None:
+    service = start_service()
+    for params, name, kind in OUT_OF_RANGE:
+        answer = service.http.get("/alerts", params=params)
+        assert answer.status_code == 422, (params, answer.text)
+        [error] = answer.json()["detail"]
+        assert (error["loc"], error["type"]) == (["query", name], kind), params
+
+
+def test_the_largest_offset_is_an_empty_page(
+    service_config: ServiceConfig, start_service: Callable[..., Service], unique_name
+) -> None:
+    alert = make_alert(unique_name("user"))
+    service = start_service()
+    produce(service_config.bootstrap, service_config.alerts_topic, [alert])
+    assert wait_until(lambda: service.alerts()["total"] == 1)
+    page = service.alerts(offset=2**63 - 1, limit=500)
+    assert page == {"items": [], "total": 1, "limit": 500, "offset": 2**63 - 1, "next_offset": None}
