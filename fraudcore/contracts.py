@@ -17,11 +17,11 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from functools import cache
 from importlib import resources
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 
 import fastjsonschema
 import msgspec
@@ -383,10 +383,86 @@ def _load_object(raw: bytes | None) -> dict[str, Any]:
     try:
         record = orjson.loads(raw)  # strict RFC 8259: NaN and Infinity do not parse
     except orjson.JSONDecodeError as exc:
-        raise ContractError("unparseable", f"not valid JSON: {exc}") from None
+        raise unparseable(raw, exc) from None
     if not isinstance(record, dict):
         raise ContractError("not_an_object", f"expected a JSON object, got {type(record).__name__}")
     return record
+
+
+class NonFinite(NamedTuple):
+    """A number in a JSON text that no double holds: where it is and how it was written."""
+
+    path: tuple[str | int, ...]  # keys and array indexes from the top; () for the top itself
+    text: str  # NaN, Infinity, -Infinity, 1e400, ...
+
+    @property
+    def field(self) -> str | None:
+        return ".".join(str(p) for p in self.path) or None
+
+
+class _Unrepresentable:
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+def _number(text: str) -> _Unrepresentable | None:
+    # Finite numbers are of no interest here, so they are not built (None).
+    return None if math.isfinite(float(text)) else _Unrepresentable(text)
+
+
+def non_finite_number(raw: bytes) -> NonFinite | None:
+    """The first number, in document order, that orjson refuses because no double holds it
+    (NaN, Infinity, -Infinity, or a magnitude past ~1.8e308 such as 1e400); None when
+    there is none or the text is broken in another way.
+
+    Only for bytes orjson already refused: it parses again with Python's json module,
+    whose hooks see each number as written, so it is slow and stays off the hot path."""
+    try:
+        text = raw.decode("utf-8")  # orjson reads UTF-8 only; json.loads(bytes) guesses
+        document = json.loads(
+            text,
+            object_pairs_hook=tuple,
+            parse_constant=_Unrepresentable,
+            parse_float=_number,
+            parse_int=_number,
+        )
+    except (ValueError, RecursionError):
+        return None
+    # Depth first, children in document order; objects stay (key, value) pairs (tuples:
+    # arrays are lists) so that a key given twice is looked at both times.
+    pending: list[tuple[tuple[str | int, ...], Any]] = [((), document)]
+    while pending:
+        path, value = pending.pop()
+        if isinstance(value, _Unrepresentable):
+            return NonFinite(path, value.text)
+        children: Iterable[tuple[str | int, Any]]
+        if isinstance(value, tuple):
+            children = value
+        elif isinstance(value, list):
+            children = enumerate(value)
+        else:
+            continue
+        pending.extend(reversed([((*path, key), child) for key, child in children]))
+    return None
+
+
+def unparseable(raw: bytes, exc: Exception) -> ContractError:
+    """The ContractError for bytes orjson refused; it names the field when the cause is
+    a number no double holds, since orjson's message has only a column."""
+    found = non_finite_number(raw)
+    if found is None:
+        return ContractError("unparseable", f"not valid JSON: {exc}")
+    shown = (
+        found.text if len(found.text) <= 40 else f"{found.text[:24]}... ({len(found.text)} chars)"
+    )
+    return ContractError(
+        "unparseable",
+        f"not valid JSON: {shown} is not a finite number "
+        "(JSON has no NaN or Infinity, and a 64-bit float ends near 1.8e308)",
+        found.field,
+    )
 
 
 def decode_label(raw: bytes | None) -> tuple[dict[str, Any], float]:
