@@ -180,7 +180,10 @@ def app_service(layout: Layout, app: AppService) -> Service:
     return Service(
         name=app.name,
         ports=(layout.app_ports[app.name],),
-        argv=(sys.executable, "-m", app.name, *app.args),
+        # Under a supervisor that starts it again when it exits non-zero, as a compose
+        # restart policy would (launcher/supervise.py).
+        argv=(sys.executable, "-m", "launcher.supervise", "--name", app.name, "--",
+              sys.executable, "-m", app.name, *app.args),
         fingerprint=(f"-m {app.name}",),
         probe=partial(probes.http_ok, url),
         timeout_s=90,
@@ -188,7 +191,7 @@ def app_service(layout: Layout, app: AppService) -> Service:
         missing=missing_entry_point(app.name),
         needs_model=app.needs_model,
         secrets=app.secrets,
-    )
+    )  # fmt: skip
 
 
 def all_services(layout: Layout) -> list[Service]:
