@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import logging
 import signal
 import sys
@@ -40,6 +41,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     setup_logging("scorer")
+    # kill -USR1 <pid> prints every thread's stack (a stuck call shows where it waits).
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
     settings = load_settings(ScorerSettings)
     stop = threading.Event()
 

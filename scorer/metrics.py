@@ -95,7 +95,11 @@ ingest_to_commit = BatchHistogram(
     "Kafka message timestamp (producer create time) to committed score",
     LATENCY_BUCKETS,
 )
-consumer_lag = Gauge("scorer_consumer_lag", "Messages behind the log end", ["topic", "partition"])
+consumer_lag = Gauge(
+    "scorer_consumer_lag",
+    "Log end minus the group's committed offset, per partition this instance owns",
+    ["topic", "partition"],
+)
 score_distribution = BatchHistogram(
     "scorer_score",
     "Scores produced",
@@ -122,7 +126,11 @@ transactions_aborted = Counter(
 labels_folded = Counter(
     "scorer_labels_folded_total", "Labels folded into merchant state", ["label"]
 )
-ready = Gauge("scorer_ready", "1 when Kafka, Redis and the model are all available")
+ready = Gauge("scorer_ready", "1 when Kafka, Redis and a model are available and batches progress")
+last_progress = Gauge(
+    "scorer_last_progress_timestamp_seconds",
+    "When the loop last committed a batch or found nothing to do (scorer/watchdog.py)",
+)
 feature_psi = Gauge(
     "scorer_feature_psi",
     "Population stability index of a feature against the model's training distribution",

@@ -13,7 +13,6 @@ loses nothing and doubles nothing.
 
 from __future__ import annotations
 
-import contextlib
 import gc
 import logging
 import threading
@@ -22,7 +21,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
@@ -33,10 +31,12 @@ from scorer import metrics, user_kernel
 from scorer.drift import DriftTracker
 from scorer.feature_pipeline import FeaturePipeline, PendingFeatures
 from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
+from scorer.lag import LagProbe
 from scorer.model_manager import LoadedModel, ModelManager
 from scorer.pipeline import Accepted, OutMessage, Rejected, dead_letter, decode_batch, outputs
 from scorer.settings import ScorerSettings
-from scorer.transactions import BackgroundCommitter
+from scorer.transactions import BackgroundCommitter, CommitStuck
+from scorer.watchdog import Watchdog, exit_stalled
 
 logger = logging.getLogger(__name__)
 # The next transaction's AddOffsetsToTxn meets CONCURRENT_TRANSACTIONS while the broker
@@ -48,6 +48,12 @@ TXN_RETRY_BACKOFF_MS = 5
 
 EXIT_OUTAGE = 3
 EXIT_FATAL = 4
+# The watchdog's exit comes this long after the outage limit: where the loop still turns,
+# its own orderly exit (EXIT_OUTAGE, with the dependency named) comes first.
+STALL_EXIT_MARGIN_S = 15.0
+LAG_PROBE_INTERVAL_S = 5.0
+# A commit still running this long past its transaction's timeout is stuck (transactions.py).
+COMMIT_DEADLINE_MARGIN_S = 5.0
 
 
 class OutageError(RuntimeError):
@@ -153,6 +159,16 @@ class Scorer:
         # Partitions sought back since the last consume, so that voiding several batches
         # leaves each partition at the earliest of their first offsets.
         self._rewound: dict[tuple[str, int], int] = {}
+        self.watchdog = Watchdog(
+            settings.scorer_stall_timeout_s,
+            max(
+                settings.scorer_stall_timeout_s, settings.scorer_max_outage_s + STALL_EXIT_MARGIN_S
+            ),
+        )
+        self.lag = LagProbe(
+            settings.client_config(), settings.scorer_group_id, LAG_PROBE_INTERVAL_S
+        )
+        metrics.ready.set_function(lambda: float(self.ready))
 
     # ------------------------------------------------------------------ start-up
     def connect(self) -> None:
@@ -186,6 +202,7 @@ class Scorer:
             and self.health.redis
             and self.models.current is not None
             and not self.health.stopping
+            and not self.watchdog.stalled
         )
 
     # ------------------------------------------------------------------ the loop
@@ -212,7 +229,10 @@ class Scorer:
         producer = Producer(producer_config(base, **producer_extra))
         if self.exactly_once:
             self._committer = BackgroundCommitter(
-                producer, settings.scorer_startup_timeout_s, self._on_commit_retriable
+                producer,
+                settings.scorer_startup_timeout_s,
+                self._on_commit_retriable,
+                settings.scorer_transaction_timeout_ms / 1000 + COMMIT_DEADLINE_MARGIN_S,
             )
         consumer = Consumer(
             consumer_config(
@@ -225,8 +245,6 @@ class Scorer:
                     "group.instance.id": settings.scorer_instance_id,
                     "session.timeout.ms": settings.scorer_session_timeout_ms,
                     "max.poll.interval.ms": int(settings.scorer_max_outage_s * 1000) + 60_000,
-                    "statistics.interval.ms": 5000,
-                    "stats_cb": self._on_stats,
                     "fetch.wait.max.ms": max(1, settings.scorer_batch_max_wait_ms),
                     "fetch.min.bytes": settings.scorer_fetch_min_bytes,
                 },
@@ -244,7 +262,8 @@ class Scorer:
                 kv(topic=settings.topic_transactions, group=settings.scorer_group_id,
                    delivery=settings.scorer_delivery, transactional_id=settings.transactional_id),
             )  # fmt: skip
-            metrics.ready.set(1)
+            self.watchdog.start()
+            self.lag.start()
             _freeze_heap()
             wait_s = settings.scorer_batch_max_wait_ms / 1000
             taken_at = time.monotonic()
@@ -258,6 +277,8 @@ class Scorer:
                 msgs = consumer.consume(settings.scorer_batch_max_size, max(0.0, timeout))
                 taken_at = time.monotonic()
                 self._step(msgs, consumer, producer)
+                if not msgs and self._in_flight is None and not self._commit_pending:
+                    self.watchdog.progressed()  # nothing to do
             if self._in_flight is not None:
                 self._finish(self._in_flight, consumer, producer)
                 self._in_flight = None
@@ -271,14 +292,20 @@ class Scorer:
             return EXIT_FATAL
         finally:
             self.health.stopping = True
-            metrics.ready.set(0)
             self.models.stop()
+            self.lag.close()
             self._discard_in_flight()
             if self._committer is not None:
                 self._committer.close()
             consumer.close()
             producer.flush(5)
+            # Only now: a close that hangs is a stall too.
+            self.watchdog.close()
             logger.info("scorer stopped")
+
+    @property
+    def _commit_pending(self) -> bool:
+        return self._committer is not None and self._committer.pending
 
     def _step(self, msgs: list[Message], consumer: Consumer, producer: Producer) -> None:
         """Take in the new batch, finish the one in flight; the new one stays in flight
@@ -411,7 +438,12 @@ class Scorer:
         batch. False if it was aborted: the consumer is rewound to that batch's start."""
         if self._committer is None:
             return True
-        settled = self._committer.settle()
+        try:
+            settled = self._committer.settle()
+        except CommitStuck as exc:
+            # The producer is wedged inside librdkafka; only a new process gets a new one.
+            exit_stalled(str(exc))
+            raise
         if settled is None:
             return True
         commit, waited_s = settled
@@ -437,6 +469,7 @@ class Scorer:
         metrics.stage_seconds.labels("model").observe(scored.model_s)
         metrics.stage_seconds.labels("commit").observe(commit_s)
         metrics.scored.inc(len(accepted))
+        self.watchdog.progressed()
         for level in scored.severities:
             metrics.alerted.labels(level, scored.version).inc()
         for reject in rejected:
@@ -585,6 +618,7 @@ class Scorer:
             logger.warning("consume error %s", kv(error=error))
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.lag.assigned(partitions)
         logger.info(
             "partitions assigned %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )
@@ -605,19 +639,7 @@ class Scorer:
         logger.info(
             "partitions revoked %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )
-        for p in partitions:
-            with contextlib.suppress(KeyError):
-                metrics.consumer_lag.remove(p.topic, str(p.partition))
-
-    def _on_stats(self, stats_json: str) -> None:
-        stats = orjson.loads(stats_json)
-        for topic, body in stats.get("topics", {}).items():
-            for partition, pstats in body.get("partitions", {}).items():
-                # consumer_lag stays -1 when offsets are committed inside Kafka
-                # transactions; the stored offset is what send_offsets_to_transaction set.
-                lag = pstats.get("consumer_lag_stored", -1)
-                if partition != "-1" and lag >= 0:
-                    metrics.consumer_lag.labels(topic, partition).set(lag)
+        self.lag.revoked(partitions)
 
     def _track_drift(self, loaded: LoadedModel, features: Any) -> None:
         if self._drift_version != loaded.version:

@@ -50,6 +50,9 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     # How long Redis or Kafka may be gone before the process exits non-zero so that a
     # supervisor restarts it (must stay below max.poll.interval.ms).
     scorer_max_outage_s: float = Field(default=120.0, gt=0)
+    # No progress (no batch committed while input waits) for this long: /ready turns
+    # false; SCORER_MAX_OUTAGE_S + 15 s: the watchdog exits (code 5). scorer/watchdog.py.
+    scorer_stall_timeout_s: float = Field(default=30.0, gt=0)
     scorer_startup_timeout_s: float = Field(default=60.0, gt=0)
     scorer_transaction_timeout_ms: int = Field(default=60_000, ge=1000)
     # How soon the group notices a dead instance (static members do not leave on stop).

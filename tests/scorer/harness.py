@@ -63,17 +63,25 @@ class ScorerWorld:
         )
         return env
 
-    def start(self, instance: str = "a") -> ScorerProcess:
+    def start(self, instance: str = "a", supervised: bool = False) -> ScorerProcess:
+        """`python -m scorer`; `supervised`: under launcher.supervise, as `make up` runs
+        it, which starts it again whenever it exits non-zero."""
         port = free_port()
         self.logs.mkdir(parents=True, exist_ok=True)
         log = self.logs / f"{self.group}-{instance}-{time.time_ns()}.log"
         handle = log.open("wb")
+        command = [sys.executable, "-m", "scorer"]
+        if supervised:
+            command = [sys.executable, "-m", "launcher.supervise", "--name", "scorer",
+                       "--backoff-s", "0.5", "--", *command]  # fmt: skip
         proc = subprocess.Popen(
-            [sys.executable, "-m", "scorer"],
+            command,
             cwd=REPO,
             env=self.env(instance, port),
             stdout=handle,
             stderr=subprocess.STDOUT,
+            # Its own process group: a kill reaches a supervised scorer's child too.
+            start_new_session=True,
         )
         return ScorerProcess(proc, port, log)
 
@@ -102,7 +110,7 @@ class ScorerProcess:
         raise AssertionError(f"scorer not ready after {timeout_s}s:\n{self.tail()}")
 
     def kill(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
+        os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(10)
 
     def stop(self, timeout_s: float = 30.0) -> int:

@@ -3,6 +3,7 @@ transaction the broker refuses comes back aborted with the producer usable again
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -10,7 +11,7 @@ from typing import Any
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
-from scorer.transactions import BackgroundCommitter
+from scorer.transactions import BackgroundCommitter, CommitStuck
 from tests.kafka_util import read_topic
 
 
@@ -21,7 +22,7 @@ def _never_retriable(error: Any) -> None:
 def _committer(kafka_config: dict[str, Any]) -> tuple[BackgroundCommitter, Producer]:
     producer = Producer({**kafka_config, "transactional.id": f"txtest-{uuid.uuid4().hex}"})
     producer.init_transactions(30)
-    return BackgroundCommitter(producer, 30, _never_retriable), producer
+    return BackgroundCommitter(producer, 30, _never_retriable, 60), producer
 
 
 def _group(kafka_config: dict[str, Any], group_id: str) -> Consumer:
@@ -110,3 +111,34 @@ def test_a_refused_transaction_is_aborted_and_the_next_one_commits(
     (position,) = group.committed([TopicPartition(source, 0)], timeout=10)
     assert position.offset == 2
     group.close()
+
+
+class _WedgedProducer:
+    """Stands in for a librdkafka producer whose send_offsets_to_transaction does not
+    return (what a broker restart caused: librdkafka #5456). A real broker cannot be made
+    to do that on demand; the integration test of the whole recovery is
+    tests/scorer/test_faults_kafka.py."""
+
+    def __init__(self) -> None:
+        self.released = threading.Event()
+
+    def begin_transaction(self) -> None:
+        pass
+
+    def send_offsets_to_transaction(self, *_args: Any) -> None:
+        self.released.wait()
+
+    def commit_transaction(self, *_args: Any) -> None:
+        pass
+
+
+def test_a_commit_stuck_in_librdkafka_is_given_up_at_its_deadline() -> None:
+    wedged = _WedgedProducer()
+    committer = BackgroundCommitter(wedged, 30, _never_retriable, deadline_s=0.5)  # type: ignore[arg-type]
+    try:
+        assert committer.start(lambda: None, [], None, {("t", 0): 0}, "batch")
+        # The call is released only after settle has returned: settle gave up on it.
+        with pytest.raises(CommitStuck, match="send_offsets_to_transaction has not returned"):
+            committer.settle()
+    finally:
+        wedged.released.set()
