@@ -16,7 +16,7 @@ from fraudcore.logs import kv, setup_logging
 from fraudcore.settings import load_settings
 from scorer.api import create_app
 from scorer.labels import LabelFolder
-from scorer.service import Scorer
+from scorer.service import EXIT_FATAL, Scorer
 from scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         folder = LabelFolder(settings, scorer.store, stop)
         folder.start()
     try:
-        return scorer.run()
+        code = scorer.run()
     finally:
         stop.set()
         server.should_exit = True
@@ -84,6 +84,10 @@ def main(argv: list[str] | None = None) -> int:
             # Its consumer must leave the group, or the group waits for its session to expire.
             folder.thread.join(timeout=10)
         api.join(timeout=5)
+    if folder is not None and folder.failed is not None:
+        logger.error("exiting: the label folder failed %s", kv(error=folder.failed))
+        return code or EXIT_FATAL
+    return code
 
 
 if __name__ == "__main__":

@@ -4,6 +4,8 @@ the merchants' fraud records in Redis.
 Labels are idempotent in Redis (the first fraud label of a transaction wins), so plain
 at-least-once is enough here: offsets are committed after the batch is folded, and a
 redelivered label changes nothing. Invalid labels go to the labels dead-letter topic.
+If the folder cannot go on (a fatal Kafka error), it stops the scorer, which exits
+non-zero so that a supervisor restarts both.
 """
 
 from __future__ import annotations
@@ -12,17 +14,26 @@ import logging
 import threading
 import time
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
+import redis
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from fraudcore.contracts import ContractError, decode_label
+from fraudcore.dead_letter import dead_letter_limit
 from fraudcore.kafka import consumer_config, producer_config
 from fraudcore.logs import kv, where
 from scorer import metrics
 from scorer.feature_store import FeatureStore
-from scorer.pipeline import Rejected, dead_letter
+from scorer.pipeline import OutMessage, Rejected, dead_letter
 from scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
+
+DEAD_LETTER_FLUSH_S = 10.0
+
+
+class DeadLettersUndelivered(RuntimeError):
+    """Kafka did not acknowledge every dead letter of a batch."""
 
 
 class LabelFolder:
@@ -33,6 +44,7 @@ class LabelFolder:
         self.store = store
         self.stop = stop
         self.thread = threading.Thread(target=self.run, name="label-folder", daemon=True)
+        # What stopped the folder, if anything did: the process then exits non-zero.
         self.failed: BaseException | None = None
 
     def start(self) -> None:
@@ -42,32 +54,41 @@ class LabelFolder:
         base = self.settings.client_config()
         consumer = Consumer(consumer_config(base, self.settings.scorer_labels_group_id))
         producer = Producer(producer_config(base))
-        consumer.subscribe([self.settings.topic_labels])
         try:
+            limit = dead_letter_limit(AdminClient(base), self.settings.topic_labels_dlq)
+            consumer.subscribe([self.settings.topic_labels])
             while not self.stop.is_set():
                 msgs = consumer.consume(500, 0.5)
                 if msgs:
-                    self._fold(msgs, consumer, producer)
-        except BaseException as exc:  # surfaced through /ready and the main loop
+                    self._fold(msgs, consumer, producer, limit)
+        except BaseException as exc:
             self.failed = exc
-            logger.exception("label folder stopped")
+            logger.exception("label folder stopped, stopping the scorer")
+            self.stop.set()
         finally:
             consumer.close()
             producer.flush(5)
 
-    def _fold(self, msgs: list[Message], consumer: Consumer, producer: Producer) -> None:
+    def _fold(
+        self, msgs: list[Message], consumer: Consumer, producer: Producer, limit: int
+    ) -> None:
         batch: list[tuple[str, str, str, int]] = []
+        first: dict[tuple[str, int], int] = {}
+        undelivered: list[KafkaError] = []
         for msg in msgs:
             error = msg.error()
             if error is not None:
+                if error.fatal():
+                    raise KafkaException(error)
                 if error.code() != KafkaError._PARTITION_EOF:
                     logger.warning("labels consume error %s", kv(error=error))
                 continue
+            first.setdefault((msg.topic() or "", msg.partition() or 0), msg.offset() or 0)
             try:
                 label, available_ts = decode_label(msg.value())
             except ContractError as exc:
-                letter = dead_letter(Rejected(msg, exc), self.settings.topic_labels_dlq)
-                producer.produce(letter.topic, letter.value, letter.key, headers=letter.headers)
+                letter = dead_letter(Rejected(msg, exc), self.settings.topic_labels_dlq, limit)
+                _produce(producer, letter, undelivered)
                 metrics.dead_lettered.labels(f"label_{exc.reason}").inc()
                 logger.info(
                     "label dead-lettered %s",
@@ -88,7 +109,7 @@ class LabelFolder:
             try:
                 self.store.fold_labels(batch)
                 break
-            except Exception as exc:
+            except (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError) as exc:
                 attempt += 1
                 metrics.redis_errors.inc()
                 logger.warning("folding labels failed, retrying %s", kv(attempt=attempt, error=exc))
@@ -97,9 +118,39 @@ class LabelFolder:
             return  # stopping: not committed, the labels come again next time
         for item in batch:
             metrics.labels_folded.labels(item[2]).inc()
-        producer.flush(10)  # dead letters are durable before their offsets are committed
+        # Dead letters are durable before their offsets are committed; if Kafka did not
+        # take them all, the batch is read again (folding it twice changes nothing).
+        remaining = producer.flush(DEAD_LETTER_FLUSH_S)
+        if remaining or undelivered:
+            metrics.kafka_errors.labels("delivery").inc()
+            logger.warning(
+                "label dead letters not delivered, reading the batch again %s",
+                kv(undelivered=remaining, failed=len(undelivered), error=undelivered[:1]),
+            )
+            for (topic, partition), offset in first.items():
+                consumer.seek(TopicPartition(topic, partition, offset))
+            return
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 raise
+
+
+def _produce(producer: Producer, letter: OutMessage, failures: list[KafkaError]) -> None:
+    """Queue full: wait, again. Anything else is the producer's, not this letter's (it is
+    cut to fit the topic): raised."""
+
+    def on_delivery(error: KafkaError | None, _msg: Message) -> None:
+        if error is not None:
+            failures.append(error)
+
+    while True:
+        try:
+            producer.produce(
+                letter.topic, letter.value, letter.key, headers=letter.headers,
+                on_delivery=on_delivery,
+            )  # fmt: skip
+            return
+        except BufferError:
+            producer.poll(0.1)

@@ -12,6 +12,7 @@ import orjson
 from confluent_kafka import Message
 
 from fraudcore.contracts import ContractError, known_fields, transaction_decoder
+from fraudcore.dead_letter import dead_letter as fraudcore_dead_letter
 from fraudcore.features import FEATURE_NAMES, TxnInput
 from scorer import explain
 
@@ -68,20 +69,14 @@ def decode_batch(
     return accepted, rejected, with_unknown
 
 
-def dead_letter(rejected: Rejected, dlq_topic: str) -> OutMessage:
-    """The original bytes and headers, plus headers naming the reason and the source."""
-    msg, error = rejected.msg, rejected.error
-    original: list[tuple[str, bytes]] = msg.headers() or []  # type: ignore[assignment]
-    headers: list[tuple[str, str | bytes | None]] = list(original)
-    headers += [
-        ("dlq.reason", error.reason.encode()),
-        ("dlq.field", (error.field or "").encode()),
-        ("dlq.detail", error.detail.encode()[:1000]),
-        ("dlq.source.topic", (msg.topic() or "").encode()),
-        ("dlq.source.partition", str(msg.partition()).encode()),
-        ("dlq.source.offset", str(msg.offset()).encode()),
-    ]
-    return OutMessage(dlq_topic, msg.key(), msg.value(), headers)
+def dead_letter(rejected: Rejected, dlq_topic: str, limit: int) -> OutMessage:
+    """The original bytes and headers, plus headers naming the reason and the source
+    (fraudcore/dead_letter.py); truncated, and marked so, past `limit` bytes."""
+    error = rejected.error
+    letter = fraudcore_dead_letter(
+        rejected.msg, dlq_topic, error.reason, error.detail, error.field, limit=limit
+    )
+    return OutMessage(*letter)
 
 
 # The features object as a bytes template: each row's numbers, as orjson writes them,

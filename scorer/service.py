@@ -23,8 +23,15 @@ from typing import Any
 import numpy as np
 import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
 
 from fraudcore.contracts import format_time
+from fraudcore.dead_letter import (
+    FRAMING_BYTES,
+    PRODUCER_MAX_MESSAGE_BYTES,
+    dead_letter_limit,
+    too_large,
+)
 from fraudcore.kafka import consumer_config, producer_config, wait_for_kafka
 from fraudcore.logs import kv, where
 from scorer import metrics, user_kernel
@@ -159,6 +166,8 @@ class Scorer:
         # Partitions sought back since the last consume, so that voiding several batches
         # leaves each partition at the earliest of their first offsets.
         self._rewound: dict[tuple[str, int], int] = {}
+        # Bytes a dead letter may have (fraudcore/dead_letter.py); read from the topic.
+        self._dlq_limit = PRODUCER_MAX_MESSAGE_BYTES - FRAMING_BYTES
         self.watchdog = Watchdog(
             settings.scorer_stall_timeout_s,
             max(
@@ -221,6 +230,7 @@ class Scorer:
                 kv(model=settings.model_name, alias=settings.scorer_model_alias,
                    reason=self.models.last_error),
             )  # fmt: skip
+        self._dlq_limit = dead_letter_limit(AdminClient(base), settings.topic_transactions_dlq)
         producer_extra: dict[str, Any] = {"linger.ms": 2}
         if self.exactly_once:
             producer_extra["transactional.id"] = settings.transactional_id
@@ -394,7 +404,7 @@ class Scorer:
             emit_scores=settings.scorer_emit_scores,
             processed_at=format_time(time.time()),
         )
-        out += [dead_letter(r, settings.topic_transactions_dlq) for r in rejected]
+        out += [dead_letter(r, settings.topic_transactions_dlq, self._dlq_limit) for r in rejected]
         t_model = time.perf_counter()
 
         # The user states written while the model ran must have landed before the commit.
@@ -592,8 +602,12 @@ class Scorer:
                 self.health.kafka = False
                 self._kafka_outage.failed(error)
 
-    @staticmethod
-    def _produce(producer: Producer, message: OutMessage, on_delivery: Any = None) -> None:
+    def _produce(self, producer: Producer, message: OutMessage, on_delivery: Any = None) -> None:
+        """Produce one message; a produce error is classified here, once:
+        the local queue full: retriable (wait for deliveries, again); this message too
+        large to send at all: its truncated copy goes to the dead-letter topic instead;
+        anything else is the producer's, not this message's: raised (the caller aborts
+        the batch or, for a fatal error, the process gives up)."""
         extra = {} if on_delivery is None else {"on_delivery": on_delivery}
         while True:
             try:
@@ -603,6 +617,24 @@ class Scorer:
                 return
             except BufferError:
                 producer.poll(0.05)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                if (
+                    not too_large(exc.args[0])
+                    or message.topic == self.settings.topic_transactions_dlq
+                ):
+                    raise  # a dead letter is already cut to fit: not this message's fault
+                metrics.dead_lettered.labels("oversized_output").inc()
+                logger.error("output too large, dead-lettered %s",
+                             kv(topic=message.topic, bytes=len(message.value or b"")))  # fmt: skip
+                message = OutMessage(
+                    self.settings.topic_transactions_dlq,
+                    message.key,
+                    (message.value or b"")[: self._dlq_limit // 2],
+                    [*(message.headers or []), ("dlq.reason", b"oversized_output"),
+                     ("dlq.output.topic", message.topic.encode()),
+                     ("dlq.original.size", str(len(message.value or b"")).encode()),
+                     ("dlq.truncated", b"true")],
+                )  # fmt: skip
 
     # ------------------------------------------------------------------ callbacks
     def _on_consume_error(self, error: KafkaError) -> None:

@@ -45,7 +45,9 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     scorer_model_poll_s: float = Field(default=10.0, gt=0)
     scorer_feature_key_prefix: str = "fx"
     scorer_feature_ttl_s: int = Field(default=35 * 86400, gt=0)
-    scorer_max_message_bytes: int = Field(default=16_384, gt=0)
+    # At most 256 KB: an alert carries its transaction, and every output must stay far
+    # under the producer's 1 MB (a larger transaction is dead-lettered as oversized).
+    scorer_max_message_bytes: int = Field(default=16_384, gt=0, le=262_144)
     scorer_max_future_s: float = Field(default=86_400.0, ge=0)
     # How long Redis or Kafka may be gone before the process exits non-zero so that a
     # supervisor restarts it (must stay below max.poll.interval.ms).
