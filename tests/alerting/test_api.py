@@ -192,3 +192,23 @@ def test_the_largest_offset_is_an_empty_page(
     assert wait_until(lambda: service.alerts()["total"] == 1)
     page = service.alerts(offset=2**63 - 1, limit=500)
     assert page == {"items": [], "total": 1, "limit": 500, "offset": 2**63 - 1, "next_offset": None}
+
+
+def test_feedback_checks_the_key_before_reading_the_body(
+    service_config: ServiceConfig, start_service: Callable[..., Service]
+) -> None:
+    # FastAPI reads a JSON body before any dependency runs: a keyless request with a
+    # broken body got 422 (or 400), found by tests/alerting/test_api_schemathesis.py.
+    service = start_service()
+    url = "/alerts/any/feedback"
+    json_type = {"Content-Type": "application/json"}
+    for body, with_key in [(b"\x00", 422), (b"{not json", 422), (b"\xff\x19", 400)]:
+        keyless = service.http.post(url, content=body, headers=json_type)
+        assert keyless.status_code == 401, (body, keyless.text)
+        assert keyless.headers["WWW-Authenticate"] == "ApiKey"
+        wrong = service.http.post(url, content=body, headers={**json_type, "X-API-Key": "nope"})
+        assert wrong.status_code == 403, (body, wrong.text)
+        keyed = service.http.post(
+            url, content=body, headers={**json_type, "X-API-Key": service_config.api_key}
+        )
+        assert keyed.status_code == with_key, (body, keyed.text)
