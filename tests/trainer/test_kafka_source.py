@@ -4,12 +4,14 @@ by event time across partitions while each partition keeps its own order."""
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from collections.abc import Callable
 
 import orjson
 from confluent_kafka import Producer
 
 from fraudcore.contracts import format_time
+from tests.fraudcore.bad_labels import CORPUS, GOOD, label_with
 from trainer.kafka_source import read_labels, read_transactions
 
 T0 = 1_700_000_000.0
@@ -85,3 +87,26 @@ def test_tail_reads_only_the_newest_messages_of_each_partition(
     # Two per partition: the last two of partition 0 (t6, t8) and of partition 1 (t7, t9).
     assert [t.record["transaction_id"] for t in merged] == ["t6", "t7", "t8", "t9"]
     assert count == 4
+
+
+def test_the_label_reader_counts_every_bad_label_and_keeps_the_good(
+    kafka_config: dict[str, str], new_topic: Callable[..., str]
+) -> None:
+    topic = new_topic("trainer-bad-labels", partitions=2)
+    producer = Producer({**kafka_config, "message.max.bytes": 2_000_000})
+    for i, bad in enumerate(CORPUS):
+        producer.produce(topic, bad.raw, f"bad-{i}".encode())
+        producer.produce(topic, orjson.dumps({**GOOD, "transaction_id": f"good-{i}"}))
+    # As large as the broker takes (its message.max.bytes is 1,048,588 by default).
+    huge = label_with(note="n" * 1_048_000)
+    producer.produce(topic, huge, b"huge")
+    assert producer.flush(30) == 0
+
+    labels, stats = read_labels(dict(kafka_config), topic)
+    assert sorted(label.transaction_id for label in labels) == sorted(
+        f"good-{i}" for i in range(len(CORPUS))
+    )
+    expected = Counter(bad.reason for bad in CORPUS)
+    expected["schema_violation"] += 1  # the huge one: its note is over 2,000 characters
+    assert stats.invalid == expected
+    assert stats.messages == 2 * len(CORPUS) + 1 and stats.decoded == len(CORPUS)
