@@ -224,9 +224,20 @@ PIPELINE = Dashboard(
         ),
         Panel(
             "Consumer lag per partition",
-            "Scorer consumer lag per topic partition (librdkafka statistics, every 5 s). "
-            "A rising line is a scorer falling behind (alert ScorerConsumerLagRising).",
+            "Log end minus the group's committed offset, per topic partition, measured every "
+            "5 s by a thread of the scorer that keeps measuring when its loop is stuck. A "
+            "rising line is a scorer falling behind (alert ScorerConsumerLagRising).",
             (q("sum by (topic, partition) (scorer_consumer_lag)", "{{topic}}[{{partition}}]"),),
+        ),
+        Panel(
+            "Stalled scorers",
+            "Per scorer instance, seconds since its loop last committed a batch or found "
+            "nothing to do: a healthy scorer stays under a second. Its watchdog turns "
+            "/ready false at 30 s and exits (code 5, restarted) at SCORER_MAX_OUTAGE_S + "
+            "15 s; lag growing meanwhile fires ScorerStalled.",
+            (q("time() - scorer_last_progress_timestamp_seconds", "{{instance}}"),),
+            unit="s",
+            thresholds=((30, "red"),),
         ),
         Panel(
             "Dead letters by reason",

@@ -80,6 +80,10 @@ ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
     "ScorerNotReady": ("scorer_ready",),
     "ServiceTargetDown": ('up{job!="scorer"}',),
     "RedisDown": ("redis_up",),
+    "ScorerStalled": (
+        "sum by (job, instance) (delta(scorer_consumer_lag[1m]))",
+        "increase(scorer_transactions_scored_total[1m])",
+    ),
     "ScorerConsumerLagRising": (
         "job_topic:scorer_consumer_lag:sum",
         "deriv(job_topic:scorer_consumer_lag:sum[10m])",
