@@ -1,13 +1,15 @@
 """The alerts dead-letter topic: invalid alerts and alerts no sink would take.
 
-Headers say why (reason, field or sink and last error) and where the message came from
-(source topic/partition/offset), so nothing is dropped and everything can be replayed.
+Each dead letter is what fraudcore/dead_letter.py defines for every service: the message
+as consumed, headers saying why (`dlq.reason`, `dlq.field`, `dlq.detail`; for a delivery
+failure also `dlq.sink`, `dlq.kind`, `dlq.count`, `dlq.attempts`, `dlq.last_error`,
+`dlq.alert_id`) and where it came from (`dlq.source.*`), truncated and marked when it
+would not fit the topic. Nothing is dropped and everything can be replayed.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
@@ -15,6 +17,7 @@ from alerting.metrics import DEAD_LETTERED
 from alerting.sinks import Notification, Outcome
 from alerting.store import StoredAlert
 from fraudcore.contracts import ContractError
+from fraudcore.dead_letter import DeadLetter, build, dead_letter
 from fraudcore.logs import kv, where
 
 logger = logging.getLogger(__name__)
@@ -24,29 +27,27 @@ class DeadLetterError(RuntimeError):
     """The DLQ did not confirm a write: the batch must not be committed."""
 
 
-Headers = list[tuple[str, str | bytes | None]]
-
-
-def _headers(**fields: Any) -> Headers:
-    return [(k, str(v).encode("utf-8")) for k, v in fields.items() if v is not None]
-
-
 class DeadLetters:
-    def __init__(self, producer: Producer, topic: str) -> None:
+    def __init__(self, producer: Producer, topic: str, limit: int) -> None:
         self.producer = producer
         self.topic = topic
+        # Bytes a dead letter may have in all (fraudcore.dead_letter.dead_letter_limit).
+        self.limit = limit
         self._failures: list[str] = []
 
     def _on_delivery(self, err: KafkaError | None, _msg: Message) -> None:
         if err is not None:
             self._failures.append(str(err))
 
-    def _produce(self, key: bytes | None, value: bytes | None, headers: Headers) -> None:
+    def _produce(self, letter: DeadLetter) -> None:
+        """Queue full: wait, again. Anything else is the producer's, not this letter's
+        (it is cut to fit the topic): raised, and the batch is not committed."""
         while True:
             try:
                 self.producer.produce(
-                    self.topic, key=key, value=value, headers=headers, on_delivery=self._on_delivery
-                )
+                    letter.topic, key=letter.key, value=letter.value, headers=letter.headers,
+                    on_delivery=self._on_delivery,
+                )  # fmt: skip
                 return
             except BufferError:
                 self.producer.poll(0.1)  # queue full: let it drain
@@ -63,16 +64,7 @@ class DeadLetters:
             ),
         )
         self._produce(
-            msg.key(),
-            msg.value(),
-            _headers(
-                reason=error.reason,
-                field=error.field or "",
-                detail=error.detail,
-                source_topic=topic,
-                source_partition=partition,
-                source_offset=offset,
-            ),
+            dead_letter(msg, self.topic, error.reason, error.detail, error.field, limit=self.limit)
         )
         DEAD_LETTERED.labels(error.reason).inc()
 
@@ -89,21 +81,26 @@ class DeadLetters:
                 error=outcome.error,
             ),
         )
+        extra = [
+            ("sink", sink),
+            ("kind", note.kind),
+            ("count", str(note.count)),
+            ("attempts", str(outcome.attempts)),
+            ("last_error", outcome.error or ""),
+            ("alert_id", alert.alert_id),
+        ]
         self._produce(
-            alert.user_id.encode("utf-8"),
-            alert.raw,
-            _headers(
-                reason="delivery_failed",
-                sink=sink,
-                kind=note.kind,
-                count=note.count,
-                attempts=outcome.attempts,
-                last_error=outcome.error or "",
-                alert_id=alert.alert_id,
-                source_topic=alert.topic,
-                source_partition=alert.partition,
-                source_offset=alert.offset,
-            ),
+            build(
+                self.topic,
+                alert.user_id.encode("utf-8"),
+                alert.raw,
+                [],
+                (alert.topic, alert.partition, alert.offset),
+                "delivery_failed",
+                f"{sink}: {outcome.error or 'no attempt succeeded'}",
+                extra=extra,
+                limit=self.limit,
+            )
         )
         DEAD_LETTERED.labels("delivery_failed").inc()
 

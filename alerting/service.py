@@ -27,6 +27,7 @@ from alerting.rules import Rules
 from alerting.settings import AlertingSettings
 from alerting.sinks import build_sinks
 from alerting.store import AlertStore
+from fraudcore.dead_letter import dead_letter_limit
 from fraudcore.kafka import producer_config, wait_for_kafka
 from fraudcore.logs import kv
 
@@ -102,9 +103,9 @@ def run(settings: AlertingSettings, rules: Rules) -> None:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
 
-    dispatcher = Dispatcher(
-        store, rules, build_sinks(rules), DeadLetters(producer, settings.topic_alerts_dlq), stop
-    )
+    dlq_limit = dead_letter_limit(AdminClient(base), settings.topic_alerts_dlq)
+    dead_letters = DeadLetters(producer, settings.topic_alerts_dlq, dlq_limit)
+    dispatcher = Dispatcher(store, rules, build_sinks(rules), dead_letters, stop)
     app = create_app(
         store,
         LabelPublisher(producer, settings.topic_labels),

@@ -56,20 +56,38 @@ def dead_letter(
     extra: Sequence[tuple[str, str]] = (),
     limit: int = PRODUCER_MAX_MESSAGE_BYTES - FRAMING_BYTES,
 ) -> DeadLetter:
-    """The dead letter of `msg`, as it was consumed, with its value truncated to fit
-    `limit` bytes in all when it must be."""
+    """The dead letter of a consumed message, as it was consumed."""
     # A consumed message's headers are a list of (name, bytes) pairs.
     original: Headers = list(msg.headers() or [])  # type: ignore[arg-type]
+    source = (msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+    return build(
+        topic, msg.key(), msg.value(), original, source, reason, detail, field, extra, limit
+    )
+
+
+def build(
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    original: Headers,
+    source: tuple[str, int, int],
+    reason: str,
+    detail: str,
+    field: str | None = None,
+    extra: Sequence[tuple[str, str]] = (),
+    limit: int = PRODUCER_MAX_MESSAGE_BYTES - FRAMING_BYTES,
+) -> DeadLetter:
+    """A dead letter of `value` (from `source`: topic, partition, offset), its value
+    truncated to fit `limit` bytes in all when it must be."""
     ours: Headers = [
         ("dlq.reason", reason.encode()),
         ("dlq.field", (field or "").encode()),
         ("dlq.detail", detail.encode()[:MAX_DETAIL_BYTES]),
-        ("dlq.source.topic", (msg.topic() or "").encode()),
-        ("dlq.source.partition", str(msg.partition()).encode()),
-        ("dlq.source.offset", str(msg.offset()).encode()),
-        *((f"dlq.{name}", value.encode()) for name, value in extra),
+        ("dlq.source.topic", source[0].encode()),
+        ("dlq.source.partition", str(source[1]).encode()),
+        ("dlq.source.offset", str(source[2]).encode()),
+        *((f"dlq.{name}", text.encode()) for name, text in extra),
     ]
-    key, value = msg.key(), msg.value()
     headers = original + ours
     size = _size(key) + _size(value) + _headers_size(headers)
     if value is not None and size > limit:

@@ -83,16 +83,16 @@ def test_failing_webhook_every_alert_is_delivered_once_or_dead_lettered(
     expected_ok = {a["alert_id"] for a in alerts} - doomed
     assert wait_until(lambda: set(hook.deduped()) == expected_ok)
 
-    dead_ids = {headers_of(m)["alert_id"] for m in dead}
+    dead_ids = {headers_of(m)["dlq.alert_id"] for m in dead}
     assert dead_ids == doomed
     for msg in dead:
         h = headers_of(msg)
-        assert h["reason"] == "delivery_failed" and h["sink"] == "hook"
-        assert h["source_topic"] == service_config.alerts_topic
-        if "HTTP 500" in h["last_error"]:
-            assert h["attempts"] == "4"  # retried up to max_attempts
+        assert h["dlq.reason"] == "delivery_failed" and h["dlq.sink"] == "hook"
+        assert h["dlq.source.topic"] == service_config.alerts_topic
+        if "HTTP 500" in h["dlq.last_error"]:
+            assert h["dlq.attempts"] == "4"  # retried up to max_attempts
         else:
-            assert h["last_error"].startswith("HTTP 400") and h["attempts"] == "1"
+            assert h["dlq.last_error"].startswith("HTTP 400") and h["dlq.attempts"] == "1"
     # Exactly once: no alert accepted twice, none both accepted and dead-lettered.
     assert all(count == 1 for count in hook.raw_counts().values())
     assert not dead_ids & set(hook.deduped())
