@@ -51,3 +51,8 @@ def _parsed(timestamp: str) -> float:
     from fraudcore.contracts import parse_time
 
     return parse_time(timestamp)
+
+
+def stream_records(seed: int, n: int, **shape: Any) -> list[dict[str, Any]]:
+    """The transactions of `random_stream`, without their parsed event times."""
+    return [record for record, _ in random_stream(seed=seed, n=n, **shape)]

@@ -7,66 +7,20 @@ import signal
 import time
 import uuid
 from collections.abc import Callable
-from typing import Any
 
 import httpx
 import orjson
-import pytest
 import redis
-from confluent_kafka.admin import AdminClient
 
 from fraudcore.contracts import validate
-from fraudcore.kafka import ensure_topics
-from fraudcore.topics import TopicSpec
 from scorer.feature_store import FeatureStore
 from tests.kafka_util import headers as kafka_headers
 from tests.kafka_util import produce, produce_records, read_topic, values
-from tests.scorer.harness import ScorerProcess, ScorerWorld, wait_until
+from tests.scorer.harness import ScorerWorld, wait_until
 from tests.scorer.models import isolation_model, register
-from tests.scorer.streams import random_stream
+from tests.scorer.reference import OneDay, assert_same_output, committed_scores
+from tests.scorer.streams import stream_records
 from tests.stack import TestStack
-
-
-@pytest.fixture(scope="module")
-def shared_model(stack: TestStack) -> str:
-    """One registered champion shared by the tests that do not move aliases."""
-    name = f"scorer-test-{uuid.uuid4().hex[:8]}"
-    register(stack.mlflow_uri, name, isolation_model(seed=1))
-    return name
-
-
-@pytest.fixture
-def make_world(
-    stack: TestStack, new_topic: Callable[..., str], shared_model: str
-) -> Callable[..., ScorerWorld]:
-    def make(partitions: int = 3, model_name: str | None = None, **env: str) -> ScorerWorld:
-        return ScorerWorld(
-            stack=stack,
-            transactions=new_topic("transactions", partitions),
-            scores=new_topic("scores", partitions),
-            alerts=new_topic("alerts", partitions),
-            labels=new_topic("labels", 1),
-            dlq=new_topic("transactions.dlq", 1),
-            labels_dlq=new_topic("labels.dlq", 1),
-            model_name=model_name or shared_model,
-            extra_env=env,
-        )
-
-    return make
-
-
-@pytest.fixture
-def kafka(stack: TestStack) -> dict[str, str]:
-    return {"bootstrap.servers": stack.kafka_bootstrap}
-
-
-def _records(seed: int, n: int, **shape: Any) -> list[dict[str, Any]]:
-    return [record for record, _ in random_stream(seed=seed, n=n, **shape)]
-
-
-# 01:00 UTC on some day: a stream starting here with a short mean gap stays in one day.
-ONE_DAY_START = 1_780_000_000.0 // 86_400 * 86_400 + 3_600
-
 
 POISON: list[tuple[str, bytes | None]] = [
     ("unparseable", b"this is not json"),
@@ -89,7 +43,7 @@ def test_scores_every_transaction_and_dead_letters_poison(
     make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
 ) -> None:
     world = make_world()
-    records = _records(seed=21, n=400)
+    records = stream_records(seed=21, n=400)
     records[0]["loyalty_tier"] = "gold"  # a field from a newer producer: accepted
     produce_records(kafka, world.transactions, records[:200])
     produce(kafka, world.transactions, [(b"poison", value) for _, value in POISON])
@@ -152,7 +106,7 @@ def test_http_score_is_read_only_and_matches_the_stream(
     make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
 ) -> None:
     world = make_world(partitions=1)
-    records = _records(seed=22, n=50)
+    records = stream_records(seed=22, n=50)
     produce_records(kafka, world.transactions, records)
     scorer = world.start()
     try:
@@ -183,66 +137,12 @@ def test_http_score_is_read_only_and_matches_the_stream(
         scorer.stop()
 
 
-def _comparable(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    return {
-        m["transaction_id"]: {k: v for k, v in m.items() if k != "processed_at"} for m in messages
-    }
-
-
-@pytest.fixture(scope="module")
-def one_day(stack: TestStack, shared_model: str) -> tuple[list[dict[str, Any]], dict, dict]:
-    """A stream within one UTC day and the output of an uninterrupted run over it.
-
-    Within one day merchant features (previous full days) cannot differ with the
-    interleaving of partitions, so whole messages can be compared between runs."""
-    records = _records(seed=23, n=1500, users=40, start=ONE_DAY_START, mean_gap_s=20)
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    names = {
-        kind: f"{kind}-ref-{uuid.uuid4().hex[:8]}"
-        for kind in ("transactions", "scores", "alerts", "labels", "dlq", "labels_dlq")
-    }
-    ensure_topics(admin, [TopicSpec(n, 6 if k in ("transactions", "scores", "alerts") else 1)
-                          for k, n in names.items()])  # fmt: skip
-    world = ScorerWorld(stack=stack, **names, model_name=shared_model)  # type: ignore[arg-type]
-    kafka = {"bootstrap.servers": stack.kafka_bootstrap}
-    produce_records(kafka, world.transactions, records)
-    scorer = world.start("reference")
-    try:
-        scorer.wait_ready()
-        scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=180))
-        alerts = values(read_topic(kafka, world.alerts))
-    finally:
-        scorer.stop()
-    admin.delete_topics(list(names.values()))
-    assert len(scores) == len(records)
-    return records, _comparable(scores), _comparable(alerts)
-
-
-def _assert_same_output(
-    world: ScorerWorld, kafka: dict[str, str], stack: TestStack, one_day
-) -> None:
-    records, expected_scores, expected_alerts = one_day
-    scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=180))
-    alerts = values(read_topic(kafka, world.alerts))
-    assert len(scores) == len(records), "a committed score is duplicated or missing"
-    assert _comparable(scores) == expected_scores
-    assert len(alerts) == len(expected_alerts)
-    assert _comparable(alerts) == expected_alerts
-    # Merchant state counted every transaction exactly once.
-    store = FeatureStore(redis.Redis.from_url(stack.redis_url), world.key_prefix)
-    per_merchant: dict[str, int] = {}
-    for record in records:
-        per_merchant[record["merchant_id"]] = per_merchant.get(record["merchant_id"], 0) + 1
-    for merchant, count in per_merchant.items():
-        assert sum(store.merchant_state(merchant).days.values()) == count, merchant
-
-
 def test_sigkill_several_times_changes_no_output(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day: OneDay
 ) -> None:
     """Kill -9 the scorer mid-stream, again and again: the committed output equals an
     uninterrupted run's, message for message, and no merchant count is doubled."""
-    records = one_day[0]
+    records = one_day.records
     # Every batch overlaps with the next (the default overlaps only large ones).
     world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="25", SCORER_OVERLAP_MIN_BATCH="1")
     chunks = [records[i : i + 250] for i in range(0, len(records), 250)]
@@ -263,16 +163,16 @@ def test_sigkill_several_times_changes_no_output(
     final = world.start("crashy")
     try:
         final.wait_ready()
-        _assert_same_output(world, kafka, stack, one_day)
+        assert_same_output(world, kafka, stack, one_day)
     finally:
         final.stop()
 
 
 def test_rebalance_one_three_one_changes_no_output(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day: OneDay
 ) -> None:
     """Scale 1 -> 3 -> 1 scorers in one group while the stream flows."""
-    records = one_day[0]
+    records = one_day.records
     world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="50", SCORER_OVERLAP_MIN_BATCH="1")
     chunks = [records[i : i + 300] for i in range(0, len(records), 300)]
     first = world.start("one")
@@ -298,17 +198,10 @@ def test_rebalance_one_three_one_changes_no_output(
             assert scorer.stop() == 0, scorer.tail()
         for chunk in chunks[3:]:
             produce_records(kafka, world.transactions, chunk)
-        _assert_same_output(world, kafka, stack, one_day)
+        assert_same_output(world, kafka, stack, one_day)
     finally:
         for scorer in [first, *extra]:
             scorer.stop()
-
-
-def _scored(scorer: ScorerProcess) -> float:
-    """Transactions the scorer has committed scores for (its own metric)."""
-    text = httpx.get(scorer.url + "/metrics", timeout=5).text
-    match = re.search(r"^scorer_transactions_scored_total (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
 
 
 def _assigned(log: str) -> set[int]:
@@ -320,14 +213,14 @@ def _assigned(log: str) -> set[int]:
 
 
 def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day
+    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day: OneDay
 ) -> None:
     """A scorer frozen mid-stream (SIGSTOP: a long GC pause, a stalled VM) loses its
     partitions when its session expires, and another scorer carries on from the last
     commit. Thawed, the first finishes what it was doing as a zombie: its user-state writes
     are refused where the new owner wrote those users since, its Kafka transaction is
     fenced. The committed output is still an uninterrupted run's, message for message."""
-    records = one_day[0]
+    records = one_day.records
     world = make_world(
         partitions=6,
         # Small batches: the second chunk takes dozens of Kafka transactions, so a scorer
@@ -348,7 +241,9 @@ def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
         # Freeze it mid-stream: once the second chunk has begun to be committed (a fixed
         # sleep was not enough once the scorer stopped idling between batches).
         deadline = time.monotonic() + 60
-        while (scored := _scored(zombie)) <= len(chunks[0]) and time.monotonic() < deadline:
+        while (scored := committed_scores(zombie)) <= len(
+            chunks[0]
+        ) and time.monotonic() < deadline:
             time.sleep(0.002)
         zombie.proc.send_signal(signal.SIGSTOP)
         frozen = True
@@ -368,7 +263,7 @@ def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
         frozen = False
         for chunk in chunks[4:]:
             produce_records(kafka, world.transactions, chunk)
-        _assert_same_output(world, kafka, stack, one_day)
+        assert_same_output(world, kafka, stack, one_day)
         # The zombie really was one: after the thaw, its batch in flight was refused.
         after = zombie.log.read_text()[before_thaw:]
         assert (
@@ -388,7 +283,7 @@ def test_hot_model_swap_loses_no_message(
     name = f"swap-test-{uuid.uuid4().hex[:8]}"
     register(stack.mlflow_uri, name, isolation_model(seed=2))
     world = make_world(partitions=3, model_name=name, SCORER_OVERLAP_MIN_BATCH="1")
-    before, during, after = (_records(seed=s, n=300) for s in (31, 32, 33))
+    before, during, after = (stream_records(seed=s, n=300) for s in (31, 32, 33))
     scorer = world.start()
     try:
         scorer.wait_ready()
