@@ -451,7 +451,11 @@ def non_finite_number(raw: bytes) -> NonFinite | None:
 def unparseable(raw: bytes, exc: Exception) -> ContractError:
     """The ContractError for bytes orjson refused; it names the field when the cause is
     a number no double holds, since orjson's message has only a column."""
-    found = non_finite_number(raw)
+    return unparseable_as_found(non_finite_number(raw), exc)
+
+
+def unparseable_as_found(found: NonFinite | None, exc: Exception) -> ContractError:
+    """unparseable() for a caller that has non_finite_number's answer already."""
     if found is None:
         return ContractError("unparseable", f"not valid JSON: {exc}")
     shown = (

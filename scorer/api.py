@@ -10,13 +10,135 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import FastAPI, Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from fraudcore.contracts import ContractError, decode_transaction
+from fraudcore.contracts import (
+    ContractError,
+    decode_transaction,
+    load_schema,
+    non_finite_number,
+    unparseable_as_found,
+)
 from fraudcore.features import FEATURE_NAMES, TxnInput
 from scorer import explain
 from scorer.service import Scorer
+
+# The OpenAPI document of POST /score, which reads its body itself (one transaction or an
+# array, each checked as on the topic): what it takes and every answer it gives.
+_TRANSACTION = {k: v for k, v in load_schema("transactions").items() if k not in ("$schema", "$id")}
+_SCORE = {
+    "type": "object",
+    "required": [
+        "transaction_id",
+        "score",
+        "threshold",
+        "alert",
+        "severity",
+        "reasons",
+        "features",
+        "model_name",
+        "model_version",
+    ],
+    "properties": {
+        "transaction_id": {"type": "string"},
+        "score": {"type": "number"},
+        "threshold": {"type": "number"},
+        "alert": {"type": "boolean"},
+        "severity": {"enum": [*explain.SEVERITIES, None]},
+        "reasons": {"type": "array", "maxItems": 3, "items": {"type": "object"}},
+        "features": {
+            "type": "object",
+            "required": list(FEATURE_NAMES),
+            "additionalProperties": {"type": ["number", "null"]},
+        },
+        "model_name": {"type": "string"},
+        "model_version": {"type": "string"},
+    },
+}
+_REFUSED = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {
+        "detail": {
+            "type": "array",
+            "minItems": 1,
+            "items": {
+                "type": "object",
+                "required": ["field", "reason", "msg"],
+                "properties": {
+                    "index": {"type": "integer", "minimum": 0},
+                    "field": {"type": ["string", "null"]},
+                    "reason": {"type": "string"},
+                    "msg": {"type": "string"},
+                },
+            },
+        }
+    },
+}
+_NOT_READY = {
+    "type": "object",
+    "required": ["detail"],
+    "properties": {"detail": {"type": "string"}},
+}
+
+
+_MODEL = {
+    "type": "object",
+    "required": [
+        "loaded",
+        "name",
+        "version",
+        "alias",
+        "threshold",
+        "features",
+        "components",
+        "metadata",
+    ],
+    "properties": {
+        "loaded": {"const": True},
+        "name": {"type": "string"},
+        "version": {"type": "string"},
+        "alias": {"type": "string"},
+        "threshold": {"type": "number"},
+        "features": {"type": "array", "items": {"type": "string"}},
+        "components": {"type": "array", "items": {"type": "string"}},
+        "metadata": {"type": "object"},
+    },
+}
+_NO_MODEL = {
+    "type": "object",
+    "required": ["loaded", "error"],
+    "properties": {"loaded": {"const": False}, "error": {"type": ["string", "null"]}},
+}
+
+
+def _json(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+SCORE_OPENAPI: dict[str, Any] = {
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/json": {
+                "schema": {"oneOf": [_TRANSACTION, {"type": "array", "items": _TRANSACTION}]}
+            }
+        },
+    },
+}
+SCORE_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: _json(
+        "A score for the transaction, or an array of them in the order given",
+        {"oneOf": [_SCORE, {"type": "array", "items": _SCORE}]},
+    ),
+    422: _json(
+        "Nothing scored: every refused transaction (`index` in an array) with the field and "
+        "the reason, as the dead-letter topic would have them",
+        _REFUSED,
+    ),
+    503: _json("No model or no Redis yet", _NOT_READY),
+}
 
 
 def create_app(scorer: Scorer) -> FastAPI:
@@ -37,11 +159,17 @@ def create_app(scorer: Scorer) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if scorer.ready else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", response_class=PlainTextResponse)
     def metrics() -> Response:
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/model")
+    @app.get(
+        "/model",
+        responses={
+            200: _json("The model version in use", _MODEL),
+            503: _json("No model loaded yet", _NO_MODEL),
+        },
+    )
     def model() -> JSONResponse:
         loaded = scorer.models.current
         if loaded is None:
@@ -59,19 +187,18 @@ def create_app(scorer: Scorer) -> FastAPI:
             }
         )
 
-    @app.post("/score")
+    @app.post("/score", openapi_extra=SCORE_OPENAPI, responses=SCORE_RESPONSES)
     async def score(request: Request) -> JSONResponse:
         """Body: one transaction (transactions.v1) or a JSON array of them."""
         loaded = scorer.models.current
         store = scorer.store
         if loaded is None or store is None:
             return JSONResponse({"detail": "not ready: no model or no Redis yet"}, 503)
+        raw = await request.body()
         try:
-            body = orjson.loads(await request.body())
+            body = orjson.loads(raw)
         except orjson.JSONDecodeError as exc:
-            return JSONResponse(
-                {"detail": [{"field": None, "reason": "unparseable", "msg": str(exc)}]}, 422
-            )
+            return JSONResponse({"detail": [_unparseable(raw, exc)]}, 422)
         records = body if isinstance(body, list) else [body]
         txs, originals, errors = [], [], []
         for index, record in enumerate(records):
@@ -116,6 +243,18 @@ def create_app(scorer: Scorer) -> FastAPI:
 
     app.state.started_at = time.time()
     return app
+
+
+def _unparseable(raw: bytes, exc: orjson.JSONDecodeError) -> dict[str, Any]:
+    """The 422 entry for a body orjson refused; a number no double holds (NaN, 1e400) is
+    named like any bad field, with its index when the body is an array."""
+    found = non_finite_number(raw)
+    error = unparseable_as_found(found, exc)
+    if found is not None and found.path and isinstance(found.path[0], int):
+        field = ".".join(str(p) for p in found.path[1:]) or None
+        msg = f"{field}: {error.detail}" if field else error.detail
+        return {"index": found.path[0], "field": field, "reason": error.reason, "msg": msg}
+    return {"field": error.field, "reason": error.reason, "msg": str(error)}
 
 
 def _nullable(row: np.ndarray) -> list[float | None]:

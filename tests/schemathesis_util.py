@@ -13,11 +13,13 @@ keeps no example database, so a run does the same requests every time.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.core.result import Err
+from schemathesis.hooks import HookDispatcher, HookScope
 
 # Examples per operation and mode: the whole of both APIs stays well under a minute on
 # this project's 2-core machines.
@@ -57,11 +59,16 @@ def run(
     mode: GenerationMode,
     check: Callable[[Case], None],
     max_examples: int = MAX_EXAMPLES,
+    hooks: dict[str, Callable[..., Any]] | None = None,
 ) -> None:
     """`check` every case Hypothesis generates for `op` in `mode`; a failure is shrunk to
-    its smallest case and raised with schemathesis's report (a curl line to replay it)."""
+    its smallest case and raised with schemathesis's report (a curl line to replay it).
+    `hooks`: schemathesis hooks by name (before_generate_body, ...) for this run only."""
+    dispatcher = HookDispatcher(scope=HookScope.TEST)
+    for name, hook in (hooks or {}).items():
+        dispatcher.register_hook_with_name(hook, name)
 
-    @given(case=op.as_strategy(generation_mode=mode))
+    @given(case=op.as_strategy(generation_mode=mode, hooks=dispatcher))
     @settings(
         max_examples=max_examples,
         derandomize=True,
