@@ -4,17 +4,26 @@ A background thread polls `models:/<name>@<alias>`. When the alias moves, the ne
 is loaded and compiled off the hot path, then swapped in with one reference assignment,
 so the loop picks it up at its next batch. If MLflow is unreachable the scorer keeps the
 model it has; if there has never been one, it reports not-ready and does not consume.
+
+A poll asks the registry once, and the next poll is the retry. The MLflow client would
+otherwise retry a refused connection 7 times with exponential backoff, about four minutes
+on one lookup: a minute's outage held the poller for all of it and up to a minute after
+MLflow was back (so a new champion was followed that much later), and the first start
+with MLflow down waited as long. Every failed poll is counted in
+`scorer_model_load_failures_total` (the ScorerModelLoadFailing alert) and logged (the
+first, then once a minute while it lasts).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from dataclasses import dataclass
 
 import numpy as np
-from mlflow.exceptions import MlflowException
+from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
 
 import mlflow
@@ -25,6 +34,16 @@ from scorer.explain import Explainer
 from scorer.treeeval import CompiledModel, compile_model
 
 logger = logging.getLogger(__name__)
+
+# The MLflow client reads these at every call; set in the environment, they win.
+MLFLOW_CLIENT_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0",  # one attempt a poll: the next poll retries
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",  # seconds per request (the client's default: 120)
+}
+# What the registry answers when the model or its alias does not exist (yet).
+NOT_FOUND = frozenset({"RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"})
+# While the registry stays unreachable, the warning is repeated this often.
+WARN_EVERY_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -45,6 +64,8 @@ class LoadedModel:
 
 class ModelManager:
     def __init__(self, tracking_uri: str, name: str, alias: str, poll_s: float) -> None:
+        for variable, value in MLFLOW_CLIENT_DEFAULTS.items():
+            os.environ.setdefault(variable, value)
         self.name = name
         self.alias = alias
         self.poll_s = poll_s
@@ -54,6 +75,8 @@ class ModelManager:
         self.last_error: str | None = None
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._unreachable_since: float | None = None
+        self._warned_at = 0.0
 
     def start(self) -> None:
         self.refresh()
@@ -80,16 +103,20 @@ class ModelManager:
         the model changed. Never raises: a failure keeps the current model."""
         try:
             version = self.client.get_model_version_by_alias(self.name, self.alias).version
-        except MlflowException as exc:
-            self.last_error = f"no {self.alias} for {self.name}: {exc.message}"
-            if self.current is None:
-                logger.info("no model yet %s", kv(model=self.name, alias=self.alias))
-            return False
-        except Exception as exc:  # MLflow down: connection errors of several kinds
+        except Exception as exc:
+            if isinstance(exc, RestException) and exc.error_code in NOT_FOUND:
+                self._reachable()
+                self.last_error = f"no {self.alias} for {self.name}: {exc.message}"
+                if self.current is None:
+                    logger.info("no model yet %s", kv(model=self.name, alias=self.alias))
+                return False
+            # MLflow down or failing: a refused connection, a timeout, a 5xx. (A refused
+            # connection is an MlflowException too, not a RestException.)
             metrics.model_load_failures.inc()
             self.last_error = f"registry unreachable: {exc}"
-            logger.warning("model registry unreachable, keeping current model %s", kv(error=exc))
+            self._unreachable(exc)
             return False
+        self._reachable()
         if self.current is not None and self.current.version == str(version):
             return False
         try:
@@ -117,3 +144,24 @@ class ModelManager:
                threshold=loaded.threshold, load_s=round(time.perf_counter() - started, 2)),
         )  # fmt: skip
         return True
+
+    def _unreachable(self, error: Exception) -> None:
+        now = time.monotonic()
+        if self._unreachable_since is None:
+            self._unreachable_since = now
+        elif now - self._warned_at < WARN_EVERY_S:
+            return
+        self._warned_at = now
+        logger.warning(
+            "model registry unreachable, keeping current model %s",
+            kv(model=self.name, version=self.current.version if self.current else None,
+               down_s=round(now - self._unreachable_since, 1), error=error),
+        )  # fmt: skip
+
+    def _reachable(self) -> None:
+        if self._unreachable_since is not None:
+            logger.info(
+                "model registry reachable again %s",
+                kv(down_s=round(time.monotonic() - self._unreachable_since, 1)),
+            )
+            self._unreachable_since = None
