@@ -106,6 +106,19 @@ _MODEL = {
         "metadata": {"type": "object"},
     },
 }
+_READY = {
+    "type": "object",
+    "required": ["ready", "kafka", "redis", "model", "model_error", "stalled", "since_progress_s"],
+    "properties": {
+        "ready": {"type": "boolean"},
+        "kafka": {"type": "boolean"},
+        "redis": {"type": "boolean"},
+        "model": {"type": ["string", "null"]},
+        "model_error": {"type": ["string", "null"]},
+        "stalled": {"type": "boolean"},
+        "since_progress_s": {"type": "number"},
+    },
+}
 _NO_MODEL = {
     "type": "object",
     "required": ["loaded", "error"],
@@ -148,7 +161,13 @@ def create_app(scorer: Scorer) -> FastAPI:
     def health() -> dict[str, str]:
         return {"status": "ok"}
 
-    @app.get("/ready")
+    @app.get(
+        "/ready",
+        responses={
+            200: _json("Kafka, Redis and a model are there, and batches progress", _READY),
+            503: _json("Not ready: the fields say what is missing", _READY),
+        },
+    )
     def ready() -> JSONResponse:
         body = {
             "ready": scorer.ready,
@@ -156,6 +175,9 @@ def create_app(scorer: Scorer) -> FastAPI:
             "redis": scorer.health.redis,
             "model": scorer.models.current.version if scorer.models.current else None,
             "model_error": scorer.models.last_error,
+            # Seconds since a batch was committed or there was nothing to do (watchdog.py).
+            "stalled": scorer.watchdog.stalled,
+            "since_progress_s": round(scorer.watchdog.idle_for_s, 1),
         }
         return JSONResponse(body, status_code=200 if scorer.ready else 503)
 

@@ -262,6 +262,7 @@ class Scorer:
         )
         self._clients = (consumer, producer)
         try:
+            self.watchdog.start()  # init_transactions is a broker call like any other
             if self.exactly_once:
                 producer.init_transactions(settings.scorer_startup_timeout_s)
             consumer.subscribe(
@@ -272,7 +273,6 @@ class Scorer:
                 kv(topic=settings.topic_transactions, group=settings.scorer_group_id,
                    delivery=settings.scorer_delivery, transactional_id=settings.transactional_id),
             )  # fmt: skip
-            self.watchdog.start()
             self.lag.start()
             _freeze_heap()
             wait_s = settings.scorer_batch_max_wait_ms / 1000

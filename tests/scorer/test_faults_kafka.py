@@ -89,7 +89,7 @@ def _feed(bootstrap: str, topic: str, records: list[dict[str, Any]], done: threa
 def test_broker_restart_mid_stream_recovers_by_itself_exactly_once(
     private_kafka: PrivateStack, stack: TestStack, deadline: str
 ) -> None:
-    kafka = {"bootstrap.servers": private_kafka.layout.kafka_bootstrap}
+    kafka: dict[str, Any] = {"bootstrap.servers": private_kafka.layout.kafka_bootstrap}
     model = f"broker-restart-{uuid.uuid4().hex[:8]}"
     register(stack.mlflow_uri, model, isolation_model(seed=4))
     names = {

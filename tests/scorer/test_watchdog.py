@@ -18,7 +18,7 @@ class Clock:
 
 
 def test_no_progress_turns_not_ready_then_exits_once() -> None:
-    clock, stalls = Clock(), []
+    clock, stalls = Clock(), list[str]()
     watchdog = Watchdog(ready_after_s=30, exit_after_s=135, on_stall=stalls.append, clock=clock)
     assert not watchdog.stalled, "not started: judged by nothing yet"
     watchdog.start()
@@ -38,7 +38,7 @@ def test_no_progress_turns_not_ready_then_exits_once() -> None:
 
 
 def test_progress_keeps_it_ready() -> None:
-    clock, stalls = Clock(), []
+    clock, stalls = Clock(), list[str]()
     watchdog = Watchdog(ready_after_s=30, exit_after_s=135, on_stall=stalls.append, clock=clock)
     watchdog.start()
     try:
