@@ -4,6 +4,12 @@ Every (alert, sink) ends in exactly one final state, recorded in the database as
 it is known: delivered, suppressed (folded into a window whose summary is owed), or
 dead-lettered. A restart skips what is recorded, so the only resend is of a notification
 that was in flight when the process died; its Idempotency-Key lets the receiver drop it.
+
+A notification the sink failed for good is recorded `dead_lettering` before its dead
+letter is written, and `dead_lettered` once Kafka has it. A process that dies in between
+writes the dead letter again after its restart (the DLQ may then hold it twice, with the
+same `dlq.alert_id` and `dlq.sink`), and never sends it to that sink again: it could be
+accepted this time, and be both delivered and dead-lettered.
 """
 
 from __future__ import annotations
@@ -19,7 +25,13 @@ from alerting.dlq import DeadLetters
 from alerting.metrics import DELIVERED, DELIVERY_LATENCY, FAILED, SUPPRESSED
 from alerting.rules import Rules
 from alerting.sinks import Notification, Outcome, Sink
-from alerting.store import DEAD_LETTERED, AlertStore, DeliveryRecord, StoredAlert
+from alerting.store import (
+    DEAD_LETTERED,
+    DEAD_LETTERING,
+    AlertStore,
+    DeliveryRecord,
+    StoredAlert,
+)
 from alerting.store import DELIVERED as DELIVERED_STATE
 from fraudcore.logs import kv
 
@@ -36,6 +48,9 @@ class Job:
     sink: str
     note: Notification
     window_id: int | None = None  # set for a window's summary
+    # Set when the sink failed it for good and its dead letter may not have been written
+    # (the process died meanwhile): it is dead-lettered again, not sent.
+    failed: Outcome | None = None
 
 
 class Dispatcher:
@@ -74,7 +89,9 @@ class Dispatcher:
             if pruned:
                 logger.info("suppression windows pruned %s", kv(count=pruned))
         jobs = []
-        for w in self.store.due_summaries(now):
+        due = self.store.due_summaries(now)
+        owed = self.store.delivery_records(f"summary-{w.opened_by}" for w in due)
+        for w in due:
             last = self.store.load_alert(w.last_folded or w.opened_by)
             if last is None:  # cannot happen while alerts are never deleted
                 logger.error("summary without its alert %s", kv(window_id=w.window_id))
@@ -87,12 +104,20 @@ class Dispatcher:
                 window=(w.start_ts, w.end_ts),
                 max_score=w.max_score,
             )
-            jobs.append(Job(last, w.sink, note, w.window_id))
+            jobs.append(
+                Job(
+                    last,
+                    w.sink,
+                    note,
+                    w.window_id,
+                    _unfinished(owed.get((note.idempotency_key, w.sink))),
+                )
+            )
         return self._run(jobs)
 
     def _plan(self, batch: Sequence[StoredAlert]) -> list[Job]:
         window_s = self.rules.suppression.window_seconds
-        final = self.store.delivery_states(a.alert_id for a in batch)
+        recorded = self.store.delivery_records(a.alert_id for a in batch)
         planned: set[tuple[str, str]] = set()
         jobs: list[Job] = []
         folded: list[str] = []
@@ -103,7 +128,14 @@ class Dispatcher:
                 for sink in self.rules.route(record["severity"], record["score"]):
                     key = (alert.alert_id, sink)
                     # A replayed alert (same id) is delivered at most once per sink.
-                    if key in final or key in planned:
+                    if key in planned:
+                        continue
+                    if key in recorded:
+                        failed = _unfinished(recorded[key])
+                        if failed is not None:  # only its dead letter is owed
+                            planned.add(key)
+                            note = Notification("alert", record, alert.alert_id)
+                            jobs.append(Job(alert, sink, note, failed=failed))
                         continue
                     planned.add(key)
                     if window_s > 0:
@@ -130,8 +162,8 @@ class Dispatcher:
     def _run(self, jobs: list[Job]) -> bool:
         if not jobs:
             return True
-        pending = {self.pool.submit(self._send, job): job for job in jobs}
-        failed: list[tuple[Job, Outcome]] = []
+        pending = {self.pool.submit(self._send, job): job for job in jobs if job.failed is None}
+        failed = [(job, job.failed) for job in jobs if job.failed is not None]
         interrupted = False
         while pending:
             # Record whatever has finished, in one transaction: one row per send at low
@@ -155,6 +187,9 @@ class Dispatcher:
                         max(0.0, now - job.alert.processed_ts)
                     )
         if failed:
+            # From here on the sink is not asked again, even if the process dies before
+            # the dead letters are written: the restart writes them again.
+            self._record(failed, DEAD_LETTERING)
             for job, outcome in failed:
                 self.dead_letters.undeliverable(job.alert, job.note, job.sink, outcome)
             # Recorded as dead-lettered only once Kafka has the dead letter.
@@ -170,12 +205,23 @@ class Dispatcher:
         with self.store.tx() as conn:
             rows = []
             for job, outcome in results:
-                if job.window_id is not None:
+                row = DeliveryRecord(
+                    job.note.idempotency_key, job.sink, state, outcome.attempts, outcome.error
+                )
+                if job.window_id is None:
+                    rows.append(row)
+                    continue
+                # A summary: its window holds the final state; its own row only the
+                # dead letter's progress.
+                if state in (DEAD_LETTERING, DEAD_LETTERED):
+                    rows.append(row)
+                if state != DEAD_LETTERING:
                     self.store.close_summary(conn, job.window_id, state)
-                else:
-                    rows.append(
-                        DeliveryRecord(
-                            job.alert.alert_id, job.sink, state, outcome.attempts, outcome.error
-                        )
-                    )
             self.store.record_deliveries(rows, conn)
+
+
+def _unfinished(record: DeliveryRecord | None) -> Outcome | None:
+    """The failure whose dead letter may not have been written, if `record` is one."""
+    if record is None or record.state != DEAD_LETTERING:
+        return None
+    return Outcome(ok=False, attempts=record.attempts, error=record.last_error)

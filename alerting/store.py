@@ -68,8 +68,14 @@ alerts = Table(
 )
 
 DELIVERED, SUPPRESSED, DEAD_LETTERED = "delivered", "suppressed", "dead_lettered"
+# Not final: the sink has failed it for good and its dead letter is being written. Recorded
+# before the dead letter, so that a process that dies before `dead_lettered` is recorded
+# writes the dead letter again after its restart instead of sending the alert again.
+DEAD_LETTERING = "dead_lettering"
 
-# Only final outcomes are written: a missing row means "not delivered yet".
+# Outcomes are written, the final ones and `dead_lettering`: a missing row means "not
+# delivered yet". A summary's own row (`summary-<opened_by>`, the key it is sent with) is
+# written only on its way to the DLQ; its window says whether it went out.
 deliveries = Table(
     "deliveries",
     metadata,
@@ -313,20 +319,27 @@ class AlertStore:
 
     # --- deliveries -----------------------------------------------------------
 
-    def delivery_states(self, alert_ids: Iterable[str]) -> dict[tuple[str, str], str]:
+    def delivery_records(self, alert_ids: Iterable[str]) -> dict[tuple[str, str], DeliveryRecord]:
+        """The recorded outcomes of these alerts (or summary keys), by (id, sink)."""
         ids = list(alert_ids)
         if not ids:
             return {}
-        stmt = select(deliveries.c.alert_id, deliveries.c.sink, deliveries.c.state).where(
-            deliveries.c.alert_id.in_(ids)
+        c = deliveries.c
+        stmt = select(c.alert_id, c.sink, c.state, c.attempts, c.last_error).where(
+            c.alert_id.in_(ids)
         )
         with self.engine.connect() as conn:
-            return {(r.alert_id, r.sink): r.state for r in conn.execute(stmt)}
+            return {
+                (r.alert_id, r.sink): DeliveryRecord(
+                    r.alert_id, r.sink, r.state, r.attempts, r.last_error
+                )
+                for r in conn.execute(stmt)
+            }
 
     def record_deliveries(
         self, rows: Sequence[DeliveryRecord], conn: Connection | None = None
     ) -> None:
-        """Write final states, in one transaction (the caller's, when given)."""
+        """Write outcomes, in one transaction (the caller's, when given)."""
         if not rows:
             return
         now = time.time()
