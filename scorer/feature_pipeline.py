@@ -153,6 +153,12 @@ class FeaturePipeline:
             pending.confirmed = True
         except UserStateConflict:
             raise
+        except NoScriptError as exc:
+            # A Redis restarted since the writes were sent has lost the write script: the
+            # states were not written, so the batch is computed again once it is loaded.
+            self._drop_writer()
+            self.store.load_scripts()
+            raise redis.ConnectionError(f"redis lost the user-state script: {exc}") from exc
         except BaseException:
             self._drop_writer()
             raise

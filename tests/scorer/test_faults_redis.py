@@ -15,7 +15,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import pytest
 
 from tests.kafka_util import produce_records, read_topic
 from tests.private_stack import private_stack
@@ -26,19 +25,6 @@ from tests.stack import TestStack
 DOWN_S = 3.0  # how long Redis stays dead
 
 
-# A known bug, not fixed here (scorer/feature_pipeline.py and scorer/service.py are being
-# changed by another engineer): remove this marker with the fix, which strict=True demands.
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason=(
-        "issue #13: after a Redis restart the first batch's user-state writes (EVALSHA "
-        "user_write) are sent before the read path reloads the lost scripts, so "
-        "FeaturePipeline.confirm raises redis NoScriptError, which Scorer._confirm_writes "
-        "does not catch: the scorer dies with exit code 1. Reloading the scripts in "
-        "confirm() and raising redis.ConnectionError (the batch is computed again) fixes it"
-    ),
-)
 def test_redis_killed_mid_stream_changes_no_output(
     make_world: Callable[..., ScorerWorld],
     kafka: dict[str, str],
