@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ from launcher.layout import Layout
 from launcher.runner import Launcher
 from launcher.services import infra_services
 from tests.stack import free_port
+
+KILL_WAIT_S = 10.0
 
 
 @dataclass
@@ -42,6 +45,10 @@ class PrivateStack:
         record = process.read_pid_file(self.launcher.pid_file(name))
         assert record is not None and process.is_ours(record), f"{name} is not running"
         os.killpg(record.pid, signal.SIGKILL)
+        deadline = time.monotonic() + KILL_WAIT_S
+        while process.alive(record):  # gone before a start() could find it still running
+            assert time.monotonic() < deadline, f"{name} survived SIGKILL"
+            time.sleep(0.05)
 
     def pid(self, name: str) -> int:
         record = process.read_pid_file(self.launcher.pid_file(name))
