@@ -17,6 +17,7 @@ from typing import Any
 import httpx
 import yaml
 
+from fraudcore.contracts import format_time
 from tests.observability.sources import REPO, RULE_FILES
 from tests.processes import terminate
 from tests.stack import free_port
@@ -152,12 +153,16 @@ def require_binary(name: str) -> str:
 
 
 def producer_argv(seed: int) -> list[str]:
-    """`python -m producer` in real time at about 25 transactions a second, more fraud than
-    by default (alerts in a short run), and labels due after 5 s so ground truth flows
-    back within the test."""
+    """`python -m producer` at 30 transactions a second, more fraud than by default
+    (alerts in a short run), and labels due after 5 s so ground truth flows back within
+    the test. Its event time starts at noon UTC two days ago and runs unpaced under the
+    rate cap: in real time the simulated population sleeps at European night, and a test
+    run then at night saw a transaction every 10 s."""
+    noon = (time.time() // 86_400 - 2) * 86_400 + 12 * 3_600
     return [
         *python_module("producer"),
         "--users=300", "--merchants=50", "--tx-per-user-day=7200", "--rate=30",
+        "--speed=0", f"--start={format_time(noon)}",
         "--fraud-rate=0.05", "--label-delay=5s", f"--seed={seed}",
         f"--id-prefix=obs{seed}", "--duration=10m", "--no-create-topics",
     ]  # fmt: skip
