@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Literal, NamedTuple
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -53,9 +53,6 @@ class FeatureDef:
     usual_from: str | None = None
     # Multiplier applied to the usual_from feature (e.g. a 30-day count -> per 10 minutes).
     usual_scale: float = 1.0
-    # Which side of the training distribution is suspicious; "none" = context only,
-    # never offered as a reason.
-    direction: Literal["high", "low", "none"] = "high"
 
 
 _PER_30D = 1 / (30 * 24 * 60)  # one minute as a share of 30 days
@@ -71,7 +68,6 @@ FEATURES: tuple[FeatureDef, ...] = (
         "hour_of_day",
         "UTC hour of the event time",
         "made at {value:.0f}h UTC; usual hour is {usual:.0f}h",
-        direction="none",
     ),
     FeatureDef("is_night", "1 if between 00:00 and 06:00 UTC", "made at night"),
     FeatureDef("is_weekend", "1 on Saturday or Sunday (UTC)", "made on a weekend"),
@@ -112,7 +108,6 @@ FEATURES: tuple[FeatureDef, ...] = (
         "user_txn_count_30d",
         "user's transactions today and the 29 previous days",
         "{value:.0f} transactions in the last 30 days; usual is {usual:.0f}",
-        direction="none",
     ),
     FeatureDef(
         "user_amount_sum_1d",
@@ -140,13 +135,11 @@ FEATURES: tuple[FeatureDef, ...] = (
         "user_amount_sum_30d",
         "user's amount spent today and the 29 previous days",
         "{value:.2f} spent in the last 30 days; usual is {usual:.2f}",
-        direction="none",
     ),
     FeatureDef(
         "user_amount_mean_30d",
         "user's mean amount over 30 days",
         "this user's mean amount over 30 days is {value:.2f}; usual is {usual:.2f}",
-        direction="none",
     ),
     FeatureDef(
         "user_amount_ratio_30d",
@@ -162,7 +155,6 @@ FEATURES: tuple[FeatureDef, ...] = (
         "user_seconds_since_prev",
         "seconds since the user's previous transaction",
         "{value:.0f} s since the previous transaction; usual is {usual:.0f} s",
-        direction="low",
     ),
     FeatureDef(
         "user_distinct_merchants_24h",
@@ -199,19 +191,16 @@ FEATURES: tuple[FeatureDef, ...] = (
         "merchant_txn_count_1d",
         "merchant's transactions on the previous UTC day",
         "merchant had {value:.0f} transactions yesterday; usual is {usual:.0f}",
-        direction="none",
     ),
     FeatureDef(
         "merchant_txn_count_7d",
         "merchant's transactions in the 7 previous UTC days",
         "merchant had {value:.0f} transactions in 7 days; usual is {usual:.0f}",
-        direction="none",
     ),
     FeatureDef(
         "merchant_txn_count_30d",
         "merchant's transactions in the 30 previous UTC days",
         "merchant had {value:.0f} transactions in 30 days; usual is {usual:.0f}",
-        direction="none",
     ),
     FeatureDef(
         "merchant_fraud_count_1d",

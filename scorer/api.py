@@ -242,7 +242,14 @@ def create_app(scorer: Scorer) -> FastAPI:
             return JSONResponse({"detail": errors}, 422)
         features = store.compute(txs, readonly=True)
         scores = loaded.score(features)
-        explained = loaded.explainer.reasons(features)
+        alerting = np.flatnonzero(scores >= loaded.threshold)
+        explained: list[list[dict[str, Any]]] = [
+            [] for _ in originals
+        ]  # alerts only, as on the stream
+        for index, why in zip(
+            alerting.tolist(), loaded.explainer.reasons(features[alerting]), strict=True
+        ):
+            explained[index] = why
         results = []
         for record, row, value, why in zip(
             originals, features, scores.tolist(), explained, strict=True
@@ -255,7 +262,7 @@ def create_app(scorer: Scorer) -> FastAPI:
                     "threshold": loaded.threshold,
                     "alert": alert,
                     "severity": explain.severity(value, loaded.threshold) if alert else None,
-                    "reasons": why if alert else [],
+                    "reasons": why,
                     "features": dict(zip(FEATURE_NAMES, _nullable(row), strict=True)),
                     "model_name": loaded.name,
                     "model_version": loaded.version,

@@ -1,8 +1,13 @@
-"""Alert reasons: the three features that sit furthest in the suspicious tail of the
-model's training distribution, each in plain words with its numbers.
+"""Alert reasons: the features that raised this transaction's score the most, in the
+model's own terms, each in plain words with its numbers.
 
-Ranking is vectorised over the alerts of a batch (the scorer explains alerts, not every
-score), with the training quantiles that travel with the model version."""
+What a feature contributed comes from the model's trees (path attribution in every
+component, `CompiledModel.contributions`), computed for the alerts of a batch only. A
+feature is a reason only if it raised the score, has a value (a missing one was
+imputed: that is not a fact about the transaction), and reads differently from what is
+usual: its own history's usual where the feature has one, else the training median.
+A flag (a new device, at night) is a reason only when it is set.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from fraudcore.features import FEATURE_INDEX, FEATURES, reason_text
-from fraudcore.model import QUANTILE_LEVELS, FraudModel
+from fraudcore.features import FEATURE_INDEX, FEATURES, FLAG_FEATURES, reason_text
+from fraudcore.model import FraudModel
+from scorer.treeeval import CompiledModel
 
 SEVERITIES = ("low", "medium", "high", "critical")
 
@@ -27,30 +33,21 @@ def severity(score: float, threshold: float) -> str:
 class Explainer:
     """Reasons for one model version (built once when the version is loaded)."""
 
-    def __init__(self, model: FraudModel, top: int = 3) -> None:
+    def __init__(self, model: FraudModel, compiled: CompiledModel, top: int = 3) -> None:
         self.top = top
-        self.candidates: list[int] = []  # features that may be offered as a reason
-        self.quantiles: list[np.ndarray] = []
-        self.high: list[bool] = []
-        self.median = np.full(len(FEATURES), np.nan)
-        for index, definition in enumerate(FEATURES):
-            reference = model.reference.get(definition.name)
-            if reference is None:
-                continue
-            self.median[index] = reference.median
-            if definition.direction != "none":
-                self.candidates.append(index)
-                self.quantiles.append(np.asarray(reference.quantiles, dtype=np.float64))
-                self.high.append(definition.direction == "high")
+        self.compiled = compiled
+        self.median = np.array(
+            [
+                model.reference[d.name].median if d.name in model.reference else np.nan
+                for d in FEATURES
+            ]
+        )
         self.usual_from = [FEATURE_INDEX[d.usual_from] if d.usual_from else -1 for d in FEATURES]
-        # `usual` of the candidates as arrays, for all alerts of a batch at once.
-        sources = [self.usual_from[i] for i in self.candidates]
-        self._usual_source = np.array([max(s, 0) for s in sources], dtype=np.intp)
-        self._no_source = np.array([s < 0 for s in sources], dtype=bool)
-        self._usual_scale = np.array([FEATURES[i].usual_scale for i in self.candidates])
-        self._high = np.array(self.high, dtype=bool)
+        self._flag = np.array([d.name in FLAG_FEATURES for d in FEATURES])
 
     def usual(self, row: np.ndarray, index: int) -> float | None:
+        """What is usual for this feature: from the user's own history where the feature
+        says how, else the training median; None if neither is known."""
         source = self.usual_from[index]
         if source >= 0:
             own = float(row[source]) * FEATURES[index].usual_scale
@@ -60,47 +57,40 @@ class Explainer:
         return float(median) if math.isfinite(median) else None
 
     def reasons(self, rows: np.ndarray) -> list[list[dict[str, Any]]]:
-        """Up to `top` reasons for each row (raw feature values, NaN = missing)."""
-        if rows.shape[0] == 0 or not self.candidates:
-            return [[] for _ in range(rows.shape[0])]
-        values = rows[:, self.candidates]
-        tail = np.empty_like(values)
-        for k, quantiles in enumerate(self.quantiles):
-            position = np.interp(values[:, k], quantiles, QUANTILE_LEVELS, left=0.0, right=1.0)
-            tail[:, k] = position if self.high[k] else 1.0 - position
-        tail[np.isnan(values)] = -np.inf
-        usuals = self._usuals(rows)  # NaN = none
-        # Ties at the very end of the distribution: the larger multiple of usual first.
-        with np.errstate(divide="ignore", invalid="ignore"):
-            multiple = np.minimum(values / usuals, 1e3) * 1e-6
-        rank = tail + np.where(self._high & (usuals != 0) & ~np.isnan(usuals), multiple, 0.0)
-        columns = np.arange(len(self.candidates))
+        """Up to `top` reasons for each row (raw feature values, NaN = missing), the
+        largest contribution first."""
+        if rows.shape[0] == 0:
+            return []
+        contributions = self.compiled.contributions(rows)
+        eligible = (contributions > 0) & ~np.isnan(rows) & (~self._flag | (rows == 1))
         out = []
         for r in range(rows.shape[0]):
             row = rows[r]
-            valid = tail[r] > -np.inf
-            # Ascending by rank, then by candidate: the last `top`, reversed, are the reasons.
-            order = columns[valid][np.lexsort((columns[valid], rank[r, valid]))]
-            picked = []
-            for k in order[-self.top :][::-1].tolist():
-                index = self.candidates[k]
-                value = float(row[index])
-                usual = float(usuals[r, k])
-                usual_or_none = usual if math.isfinite(usual) else None
-                picked.append(
-                    {
-                        "feature": FEATURES[index].name,
-                        "value": value,
-                        "usual": usual_or_none,
-                        "text": reason_text(FEATURES[index].name, value, usual_or_none),
-                    }
-                )
+            # Largest first; ties by feature order, so reasons are deterministic.
+            order = np.lexsort((np.arange(rows.shape[1]), -contributions[r]))
+            picked: list[dict[str, Any]] = []
+            for index in order.tolist():
+                if contributions[r, index] <= 0 or len(picked) == self.top:
+                    break
+                if eligible[r, index]:
+                    reason = self._reason(row, index, float(contributions[r, index]))
+                    if reason is not None:
+                        picked.append(reason)
             out.append(picked)
         return out
 
-    def _usuals(self, rows: np.ndarray) -> np.ndarray:
-        """`usual` of every candidate of every row (NaN where there is none), at once."""
-        own = rows[:, self._usual_source] * self._usual_scale  # column 0 where none
-        own[:, self._no_source] = np.nan
-        median = np.broadcast_to(self.median[self.candidates], own.shape)
-        return np.where(np.isfinite(own), own, median)
+    def _reason(self, row: np.ndarray, index: int, contribution: float) -> dict[str, Any] | None:
+        name = FEATURES[index].name
+        value = float(row[index])
+        usual = self.usual(row, index)
+        text = reason_text(name, value, usual)
+        compared = usual is not None and "{usual" in FEATURES[index].reason
+        if compared and text == reason_text(name, value, value):
+            return None  # reads as its usual: "0.0% ...; usual is 0.0%" explains nothing
+        return {
+            "feature": name,
+            "value": value,
+            "usual": usual,
+            "contribution": contribution,
+            "text": text,
+        }

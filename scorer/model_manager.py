@@ -124,8 +124,9 @@ class ModelManager:
             model = mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
             if not isinstance(model, FraudModel):
                 raise TypeError(f"expected a FraudModel, got {type(model).__name__}")
+            compiled = compile_model(model)
             loaded = LoadedModel(
-                self.name, str(version), model, compile_model(model), Explainer(model)
+                self.name, str(version), model, compiled, Explainer(model, compiled)
             )
         except Exception as exc:
             metrics.model_load_failures.inc()

@@ -70,6 +70,9 @@ class FlatForest:
     roots: np.ndarray  # uint32 per tree
     depths: np.ndarray  # uint32 per tree: levels of its deepest leaf
     stage: int  # levels between compactions; 0 = walk every tree straight down
+    # float64 per node: the mean leaf value below it, weighted by training rows (at a
+    # leaf, its value); a split's step from parent to child is what it contributes.
+    expect: np.ndarray
 
     @property
     def n_nodes(self) -> int:
@@ -109,7 +112,7 @@ def breadth_first(left: np.ndarray, right: np.ndarray) -> tuple[np.ndarray, np.n
 
 def flatten(trees: list[TreeArrays]) -> FlatForest:
     nodes = [np.array([(np.nan, 0, 0)], dtype=NODE_DTYPE)]
-    nan_left, value = [np.zeros(1, dtype=np.bool_)], [np.zeros(1)]
+    nan_left, value, expect = [np.zeros(1, dtype=np.bool_)], [np.zeros(1)], [np.zeros(1)]
     roots, depths = [], []
     offset, visited, walked = 1, 0.0, 0
     for tree in trees:
@@ -126,6 +129,7 @@ def flatten(trees: list[TreeArrays]) -> FlatForest:
         nodes.append(part)
         nan_left.append(np.where(leaf, False, tree.nan_left[order] != 0))
         value.append(np.where(leaf, tree.leaf_value[order], 0.0))
+        expect.append(expectations(tree, order)[order])
         roots.append(offset)
         depths.append(int(depth.max()))
         leaves = tree.left < 0
@@ -141,7 +145,27 @@ def flatten(trees: list[TreeArrays]) -> FlatForest:
         roots=np.asarray(roots, dtype=np.uint32),
         depths=np.asarray(depths, dtype=np.uint32),
         stage=STAGE_LEVELS if visited < COMPACT_BELOW * walked else 0,
+        expect=np.concatenate(expect).astype(np.float64),
     )
+
+
+def expectations(tree: TreeArrays, order: np.ndarray) -> np.ndarray:
+    """Per node (sklearn's numbering): the training-row-weighted mean of the leaf values
+    below it. `order` is breadth-first, so children come after their parent: walking it
+    backwards fills every child before its parent."""
+    mean = np.where(tree.left < 0, tree.leaf_value, 0.0).astype(np.float64)
+    weight = np.maximum(tree.samples.astype(np.float64), 0.0)
+    for node in order[::-1]:
+        left, right = tree.left[node], tree.right[node]
+        if left < 0:
+            continue
+        total = weight[left] + weight[right]
+        mean[node] = (
+            (weight[left] * mean[left] + weight[right] * mean[right]) / total
+            if total > 0
+            else 0.5 * (mean[left] + mean[right])
+        )
+    return mean
 
 
 def average_path_length(n: np.ndarray) -> np.ndarray:
@@ -161,6 +185,10 @@ class CompiledComponent:
     start: float  # the sum's initial value (HGB baseline)
     float32_input: bool  # sklearn's trees compare the input cast to float32
     finish: Callable[[np.ndarray], np.ndarray]  # leaf sum -> the component's raw score
+    # The raw score's margin, a quantity the leaf sum moves linearly: log-odds for
+    # boosting, log of the anomaly score for the forest; d(margin) = per_unit * d(sum).
+    margin: Callable[[np.ndarray], np.ndarray]
+    per_unit: float
 
 
 def _isolation_forest(est: IsolationForest, n_features: int) -> CompiledComponent:
@@ -198,7 +226,14 @@ def _isolation_forest(est: IsolationForest, n_features: int) -> CompiledComponen
         # component_raw negates score_samples, which is -2 ** (-mean depth / c(psi)).
         return np.asarray(2 ** (-(depth_sum / denominator)), dtype=np.float64)
 
-    return CompiledComponent("isolation_forest", flatten(trees), 0.0, True, finish)
+    def margin(raw: np.ndarray) -> np.ndarray:
+        return np.log(np.maximum(raw, 1e-300))
+
+    # log(2 ** (-sum / denominator)): deeper paths, a lower anomaly score.
+    per_unit = -np.log(2.0) / denominator if denominator else 0.0
+    return CompiledComponent(
+        "isolation_forest", flatten(trees), 0.0, True, finish, margin, per_unit
+    )
 
 
 def _hist_gradient_boosting(est: HistGradientBoostingClassifier) -> CompiledComponent:
@@ -233,7 +268,13 @@ def _hist_gradient_boosting(est: HistGradientBoostingClassifier) -> CompiledComp
     def finish(raw: np.ndarray) -> np.ndarray:
         return np.asarray(expit(raw), dtype=np.float64)  # the binomial loss' inverse link
 
-    return CompiledComponent("hist_gradient_boosting", flatten(trees), baseline, False, finish)
+    def margin(raw: np.ndarray) -> np.ndarray:
+        clipped = np.clip(raw, 1e-15, 1 - 1e-15)
+        return np.asarray(np.log(clipped / (1 - clipped)), dtype=np.float64)
+
+    return CompiledComponent(
+        "hist_gradient_boosting", flatten(trees), baseline, False, finish, margin, 1.0
+    )
 
 
 def compile_component(component: Component, n_features: int) -> CompiledComponent:
@@ -321,6 +362,38 @@ def _jit(function: Callable[..., None]) -> Callable[..., None] | None:
 _walk_jit = _jit(_walk)
 
 
+def _attribute(
+    x: np.ndarray,
+    nodes: np.ndarray,
+    nan_left: np.ndarray,
+    expect: np.ndarray,
+    roots: np.ndarray,
+    has_nan: bool,
+    out: np.ndarray,
+) -> None:
+    """Path attribution (Saabas): along each row's path, every split adds the step of the
+    expectation, child minus parent, to its feature; the roots' expectations go to the
+    last column. Per row the columns sum to the leaf sum. Compiled by numba."""
+    one = np.uint32(1)
+    bias = out.shape[1] - 1
+    for r in range(x.shape[0]):
+        for t in range(roots.shape[0]):
+            nd = roots[t]
+            out[r, bias] += expect[nd]
+            while nodes[nd].left + one != nd:  # a leaf is its own child
+                feature = nodes[nd].feat
+                v = x[r, feature]
+                right = not (v <= nodes[nd].thr)
+                if has_nan and v != v and nan_left[nd]:
+                    right = False
+                child = nodes[nd].left + np.uint32(right)
+                out[r, feature] += expect[child] - expect[nd]
+                nd = child
+
+
+_attribute_jit = _jit(_attribute)
+
+
 def _walk_numpy(x: np.ndarray, forest: FlatForest, has_nan: bool, out: np.ndarray) -> None:
     """The same fixed-depth walk, vectorised over (rows x trees) one level at a time."""
     n_trees = forest.roots.shape[0]
@@ -343,14 +416,37 @@ def _walk_numpy(x: np.ndarray, forest: FlatForest, has_nan: bool, out: np.ndarra
             acc += leaf_values[:, t]
 
 
+def _as_trees_see_it(compiled: CompiledComponent, prepared: np.ndarray) -> np.ndarray:
+    if not compiled.float32_input:
+        return prepared
+    with np.errstate(over="ignore"):  # beyond float32 range becomes inf, as in sklearn
+        return prepared.astype(np.float32).astype(np.float64)
+
+
+def component_attribution(compiled: CompiledComponent, prepared: np.ndarray) -> np.ndarray:
+    """(rows, features + 1): each feature's share of the component's leaf sum, and in the
+    last column the rest (the roots' expectations plus the start value)."""
+    x = _as_trees_see_it(compiled, prepared)
+    f = compiled.forest
+    out = np.zeros((x.shape[0], x.shape[1] + 1), dtype=np.float64)
+    out[:, -1] = compiled.start
+    attribute = _attribute_jit if _attribute_jit is not None else _attribute
+    attribute(x, f.nodes, f.nan_left, f.expect, f.roots, bool(np.isnan(x).any()), out)
+    return out
+
+
 def component_raw(
     compiled: CompiledComponent, prepared: np.ndarray, backend: Backend = DEFAULT_BACKEND
 ) -> np.ndarray:
     """Raw score of one compiled component for C-contiguous float64 rows (NaN allowed)."""
-    x = prepared
-    if compiled.float32_input:
-        with np.errstate(over="ignore"):  # beyond float32 range becomes inf, as in sklearn
-            x = prepared.astype(np.float32).astype(np.float64)
+    return compiled.finish(leaf_sum(compiled, prepared, backend))
+
+
+def leaf_sum(
+    compiled: CompiledComponent, prepared: np.ndarray, backend: Backend = DEFAULT_BACKEND
+) -> np.ndarray:
+    """The start value plus every tree's leaf value, per row, before `finish`."""
+    x = _as_trees_see_it(compiled, prepared)
     has_nan = bool(np.isnan(x).any())
     out = np.full(x.shape[0], compiled.start, dtype=np.float64)
     f = compiled.forest
@@ -360,7 +456,7 @@ def component_raw(
         _walk_jit(x, f.nodes, f.nan_left, f.value, f.roots, f.depths, f.stage, has_nan, out)
     else:
         _walk_numpy(x, f, has_nan, out)
-    return compiled.finish(out)
+    return out
 
 
 class CompiledModel:
@@ -388,6 +484,29 @@ class CompiledModel:
             return np.empty(0, dtype=np.float64)
         return np.asarray(self.model.combine(raws), dtype=np.float64)
 
+    def contributions(self, features: np.ndarray) -> np.ndarray:
+        """(rows, features): how much each feature raised (> 0) or lowered the score of
+        each row, by path attribution in every component's margin, each component's
+        share weighted as in the ensemble and measured against the spread of its
+        training margins (median to 99th percentile), so components compare."""
+        x = np.asarray(features, dtype=np.float64)
+        prepared = np.ascontiguousarray(self.model.prepare(x))
+        total = np.zeros(x.shape, dtype=np.float64)
+        weights = sum(c.weight for c in self.model.components)
+        for component, compiled in zip(self.model.components, self.components, strict=True):
+            shares = component_attribution(compiled, prepared)[:, :-1] * compiled.per_unit
+            total += shares * (component.weight / weights / _margin_spread(component, compiled))
+        return total
+
+
+def _margin_spread(component: Component, compiled: CompiledComponent) -> float:
+    if component.calibration is None:
+        return 1.0
+    grid = np.asarray(component.calibration, dtype=np.float64)
+    median, high = compiled.margin(np.quantile(grid, [0.5, 0.99]))
+    spread = float(high - median)
+    return spread if spread > 0 and np.isfinite(spread) else 1.0
+
 
 def compile_model(model: FraudModel, backend: Backend = DEFAULT_BACKEND) -> CompiledModel:
     """Flatten every component of `model` and warm the JIT up (compiling it, or loading it
@@ -405,6 +524,7 @@ def compile_model(model: FraudModel, backend: Backend = DEFAULT_BACKEND) -> Comp
     compiled = CompiledModel(model, components, backend)
     flattened = time.perf_counter()
     compiled.score(np.zeros((1, n_features)))  # the first batch must not pay the JIT
+    compiled.contributions(np.zeros((1, n_features)))  # nor the first alert
     log.info(
         "compiled model %s",
         kv(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 from mlflow.tracking import MlflowClient
-from sklearn.ensemble import IsolationForest
+from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 
 import mlflow
 from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder
@@ -53,3 +53,34 @@ def register(tracking_uri: str, name: str, model: FraudModel, alias: str = "cham
     version = str(info.registered_model_version)
     MlflowClient(tracking_uri).set_registered_model_alias(name, alias, version)
     return version
+
+
+def boosted_model(
+    features: np.ndarray, target: np.ndarray, iterations: int = 30, alert_share: float = 0.1
+) -> FraudModel:
+    """A one-component HistGradientBoosting FraudModel fitted on `features` (missing
+    values imputed by the column median; infinities clipped for the fit only) and `target`,
+    calibrated and thresholded as the trainer does, for tests of scores and reasons."""
+    finite = np.where(np.isfinite(features), features, np.nan)
+    imputation = {
+        name: float(np.nanmedian(col)) if np.isfinite(col).any() else 0.0
+        for name, col in zip(FEATURE_NAMES, finite.T, strict=True)
+    }
+    model = FraudModel(
+        feature_names=FEATURE_NAMES,
+        imputation=imputation,
+        threshold=1.0,
+        components=[],
+        reference={
+            n: FeatureReference.fit(c) for n, c in zip(FEATURE_NAMES, finite.T, strict=True)
+        },
+    )
+    prepared = np.clip(model.prepare(finite), -1e300, 1e300)
+    booster = HistGradientBoostingClassifier(max_iter=iterations, random_state=0)
+    booster.fit(prepared, target)
+    raw = booster.predict_proba(prepared)[:, 1]
+    model.components = [
+        Component("hist_gradient_boosting", booster, 1.0, np.quantile(raw, np.linspace(0, 1, 201)))
+    ]
+    model.threshold = float(np.quantile(model.score(finite), 1 - alert_share))
+    return model

@@ -15,9 +15,10 @@ import pytest
 from confluent_kafka import Message
 
 from fraudcore.features import FEATURE_NAMES, TxnInput
-from fraudcore.model import FeatureReference, FraudModel
 from scorer import explain
 from scorer.pipeline import ALERT_NAMESPACE, Accepted, OutMessage, outputs
+from scorer.treeeval import compile_model
+from tests.scorer.models import boosted_model
 
 
 def reference_outputs(
@@ -124,18 +125,14 @@ def batch(n: int, seed: int) -> tuple[list[Accepted], np.ndarray, np.ndarray]:
 
 
 def explainer_for(features: np.ndarray) -> explain.Explainer:
-    finite = np.where(np.isfinite(features), features, np.nan)
-    model = FraudModel(
-        feature_names=FEATURE_NAMES,
-        imputation={},
-        threshold=0.9,
-        components=[],
-        reference={
-            name: FeatureReference.fit(column)
-            for name, column in zip(FEATURE_NAMES, finite.T, strict=True)
-        },
-    )
-    return explain.Explainer(model)
+    """Reasons from a small boosted model fitted on `features` (its target: the first
+    two features high)."""
+    finite = np.nan_to_num(np.where(np.isfinite(features), features, np.nan), nan=0.0)
+    target = (finite[:, 0] + finite[:, 4] > np.median(finite[:, 0] + finite[:, 4])).astype(int)
+    if target.min() == target.max():
+        target[: len(target) // 2] = 1 - target[0]
+    model = boosted_model(np.asarray(features, dtype=np.float64), target, iterations=10)
+    return explain.Explainer(model, compile_model(model))
 
 
 @pytest.mark.filterwarnings("ignore:overflow:RuntimeWarning")  # the huge edge values

@@ -27,7 +27,9 @@ from scorer.treeeval import (
     CompiledModel,
     UnsupportedModelError,
     compile_model,
+    component_attribution,
     component_raw,
+    leaf_sum,
 )
 
 BACKENDS: list[Backend] = ["numba", "numpy"]
@@ -342,3 +344,28 @@ def test_unsupported_components_are_refused_at_compile_time(
 
     with pytest.raises(UnsupportedModelError, match="no components"):
         compile_model(fraud_model([], x))
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("kind", ["isolation_forest", "hist_gradient_boosting"])
+def test_path_attribution_adds_up_to_each_rows_leaf_sum(
+    train: tuple[np.ndarray, np.ndarray], kind: str, backend: Backend
+) -> None:
+    x, y = train
+    model = (
+        isolation_model(x, max_features=0.7, max_samples=256, nan_columns=2)
+        if kind == "isolation_forest"
+        else hgb_model(x, y, nan_columns=2)
+    )
+    compiled = compile_model(model, backend=backend)
+    rows = np.ascontiguousarray(model.prepare(hard_rows(model, np.random.default_rng(31))))
+    component = compiled.components[0]
+    shares = component_attribution(component, rows)
+    assert shares.shape == (rows.shape[0], rows.shape[1] + 1)
+    np.testing.assert_allclose(
+        shares.sum(axis=1), leaf_sum(component, rows, backend), rtol=1e-12, atol=1e-9
+    )
+    # Features the trees never split on get nothing.
+    used = np.unique(component.forest.nodes["feat"][~np.isnan(component.forest.nodes["thr"])])
+    unused = np.setdiff1d(np.arange(rows.shape[1]), used)
+    assert np.all(shares[:, unused] == 0)
