@@ -18,10 +18,11 @@ import numpy as np
 from confluent_kafka import Message
 
 from bench.data import synthetic_slice
-from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder
-from fraudcore.model import FeatureReference, FraudModel
+from fraudcore.features import OfflineFeatureBuilder
 from scorer import explain
 from scorer.pipeline import decode_batch, outputs
+from scorer.treeeval import compile_model
+from trainer.models import ModelConfig, fit_model
 
 
 def _best_cpu_us(step: Callable[[], object], n: int, repeat: int) -> float:
@@ -50,17 +51,9 @@ def main() -> None:
     assert not rejected and len(accepted) == n
 
     features = OfflineFeatureBuilder().transactions((a.record, a.event_ts) for a in accepted)
-    model = FraudModel(
-        feature_names=FEATURE_NAMES,
-        imputation={},
-        threshold=0.98,
-        components=[],
-        reference={
-            name: FeatureReference.fit(col)
-            for name, col in zip(FEATURE_NAMES, features.T, strict=True)
-        },
-    )
-    explainer = explain.Explainer(model)
+    # A forest fitted on the data itself: the reasons' attribution walks real trees.
+    model = fit_model(features, np.zeros(n, dtype=int), ModelConfig(kind="isolation_forest"))
+    explainer = explain.Explainer(model, compile_model(model))
     scores = np.random.default_rng(3).random(n)
 
     def build() -> object:
