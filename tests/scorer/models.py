@@ -42,7 +42,9 @@ def isolation_model(seed: int = 0, alert_share: float = 0.02, trees: int = 50) -
 def register(tracking_uri: str, name: str, model: FraudModel, alias: str = "champion") -> str:
     """Log and register `model` under `name`, point `alias` at it; returns the version."""
     mlflow.set_tracking_uri(tracking_uri)
-    with mlflow.start_run(run_name=f"test-{name}"):
+    # The Default experiment (id 0) exists on every server: the client remembers the
+    # last experiment set in this process, which a test's private MLflow does not have.
+    with mlflow.start_run(run_name=f"test-{name}", experiment_id="0"):
         info = mlflow.sklearn.log_model(
             model,
             name="model",
