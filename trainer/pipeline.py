@@ -20,12 +20,16 @@ from trainer.dataset import FeatureTable, add_labels, build_table, fingerprint
 from trainer.holdout import Holdout, Split, auto_holdout, book_holdout, make_split
 from trainer.labels import LabelBook
 from trainer.metrics import evaluate
-from trainer.models import ModelConfig, fit_model
+from trainer.models import ModelConfig, budget_threshold, fit_model
 from trainer.progress import Bars
 from trainer.sources import Event, FileStats, Preset, read_file
 from trainer.timeutil import iso
 
 logger = logging.getLogger(__name__)
+
+# The test period sets the threshold only if it expects this many alerts at the budget:
+# fewer, and one alert more or less moves the threshold far.
+MIN_EXPECTED_ALERTS = 10
 
 SplitKind = Literal["auto", "book"]
 
@@ -201,6 +205,7 @@ def train_on(
     train_seconds = time.perf_counter() - started
     test_x = table.features[split.test_rows]
     scores = model.score(test_x)
+    recalibrate_threshold(model, scores, config.alert_budget, holdout)
     scenarios = table.labels.scenarios(table.transaction_ids[split.test_rows])
     figures = evaluate(
         scores,
@@ -215,6 +220,24 @@ def train_on(
         "evaluated %s", kv(kind=config.kind, **{k: round(v, 4) for k, v in figures.items()})
     )
     return Outcome(model, config, split, test_x, scores, figures, digest, train_seconds)
+
+
+def recalibrate_threshold(
+    model: FraudModel, recent_scores: np.ndarray, budget: float, holdout: Holdout
+) -> None:
+    """Set the threshold on the most recent traffic, the test period, instead of the
+    training rows: a model scores the rows it was fitted on higher than new ones (a
+    boosted model's training scores crowd at the top), so a threshold taken there alerts
+    on a share of live traffic far from the budget. It is a share of the scores, chosen
+    without looking at any label; the run logs both thresholds."""
+    model.metadata["threshold_on_training"] = model.threshold
+    if recent_scores.size * budget < MIN_EXPECTED_ALERTS:
+        model.metadata["threshold_from"] = "training period (test period too small)"
+        return
+    model.threshold = budget_threshold(recent_scores, budget)
+    model.metadata["threshold_from"] = (
+        f"test period {iso(holdout.test_start)}..{iso(holdout.test_end)}"
+    )
 
 
 def holdout_split(table: FeatureTable, split: SplitRequest, label_delay_s: float) -> Split:

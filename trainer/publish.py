@@ -66,6 +66,8 @@ def _artifacts(directory: Path, outcome: Outcome, report: DataReport) -> None:
         "threshold.json": {
             "threshold": model.threshold,
             "alert_budget": outcome.config.alert_budget,
+            "chosen_on": model.metadata.get("threshold_from"),
+            "threshold_on_training": model.metadata.get("threshold_on_training"),
         },
         "metrics.json": outcome.metrics,
         "data_report.json": report.summary(),
