@@ -382,6 +382,19 @@ MODEL = Dashboard(
             unit="reqps",
         ),
         Panel(
+            "Alert share against budget",
+            "Alerted share of scored transactions over 15 minutes, the alert budget of the "
+            "model in use and the band around it (half to twice the budget; alert "
+            "AlertShareOutOfBand where at least 10 alerts are expected).",
+            (
+                q("max(job:scorer_alert_share:ratio15m)", "alerted share, 15 min"),
+                q("max(job:scorer_alert_budget:max)", "budget"),
+                q("2 * max(job:scorer_alert_budget:max)", "2x budget"),
+                q("0.5 * max(job:scorer_alert_budget:max)", "0.5x budget"),
+            ),
+            unit="percentunit",
+        ),
+        Panel(
             "Alert share by model version",
             "Alerts per scored transaction, by model version: the number to compare "
             "between a champion and its successor.",

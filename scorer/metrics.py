@@ -110,6 +110,10 @@ model_version = Gauge(
     "scorer_model_version", "Version of the model in use (0 = none)", ["model_name"]
 )
 model_loaded = Gauge("scorer_model_loaded", "1 when a model is loaded and scoring")
+alert_budget = Gauge(
+    "scorer_alert_budget",
+    "Share of transactions the model in use was set to alert on (its version's alert budget)",
+)
 model_load_failures = Counter("scorer_model_load_failures_total", "Failed model loads or polls")
 model_last_loaded = Gauge(
     "scorer_model_loaded_timestamp_seconds", "When the model in use was loaded"

@@ -138,6 +138,7 @@ class ModelManager:
         self.last_error = None
         metrics.model_version.labels(self.name).set(float(version))
         metrics.model_loaded.set(1)
+        metrics.alert_budget.set(float(loaded.model.metadata.get("alert_budget", float("nan"))))
         metrics.model_last_loaded.set(time.time())
         logger.info(
             "model in use %s",

@@ -103,6 +103,11 @@ ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
     "RedisMemoryNearLimit": ("redis_memory_used_bytes", "redis_memory_max_bytes"),
     "AlertRateSpike": ("job:scorer_alerts:rate30m",),
     "AlertRateDrop": ("job:scorer_alerts:rate30m",),
+    "AlertShareOutOfBand": (
+        "job:scorer_alert_share:ratio15m",
+        "job:scorer_alert_budget:max",
+        "sum by (job) (increase(scorer_transactions_scored_total[15m]))",
+    ),
     "ScorerModelNotLoaded": ("scorer_model_loaded",),
     "ScorerModelStale": (
         "time() - scorer_model_loaded_timestamp_seconds",

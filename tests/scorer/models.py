@@ -27,7 +27,7 @@ def isolation_model(seed: int = 0, alert_share: float = 0.02, trees: int = 50) -
         reference={
             n: FeatureReference.fit(c) for n, c in zip(FEATURE_NAMES, features.T, strict=True)
         },
-        metadata={"purpose": "test", "seed": seed},
+        metadata={"purpose": "test", "seed": seed, "alert_budget": alert_share},
     )
     prepared = model.prepare(features)
     forest = IsolationForest(n_estimators=trees, max_samples=256, random_state=seed).fit(prepared)
