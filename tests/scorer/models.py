@@ -12,30 +12,41 @@ from fraudcore.model import Component, FeatureReference, FraudModel, skops_trust
 from tests.scorer.streams import random_stream
 
 
-def isolation_model(seed: int = 0, alert_share: float = 0.02, trees: int = 50) -> FraudModel:
-    """An IsolationForest FraudModel fitted on a synthetic stream; alerts ~alert_share."""
-    features = OfflineFeatureBuilder().transactions(random_stream(seed=seed, n=3000))
-    imputation = {
-        name: float(np.nanmedian(col)) if np.isfinite(col).any() else 0.0
-        for name, col in zip(FEATURE_NAMES, features.T, strict=True)
-    }
-    model = FraudModel(
+def _unfitted(features: np.ndarray, metadata: dict[str, object]) -> FraudModel:
+    """A FraudModel for `features` without components yet: median imputation (NaN and
+    infinities ignored), the training reference of every feature."""
+    finite = np.where(np.isfinite(features), features, np.nan)
+    return FraudModel(
         feature_names=FEATURE_NAMES,
-        imputation=imputation,
+        imputation={
+            name: float(np.nanmedian(col)) if np.isfinite(col).any() else 0.0
+            for name, col in zip(FEATURE_NAMES, finite.T, strict=True)
+        },
         threshold=1.0,
         components=[],
         reference={
-            n: FeatureReference.fit(c) for n, c in zip(FEATURE_NAMES, features.T, strict=True)
+            n: FeatureReference.fit(c) for n, c in zip(FEATURE_NAMES, finite.T, strict=True)
         },
-        metadata={"purpose": "test", "seed": seed, "alert_budget": alert_share},
+        metadata=metadata,
     )
-    prepared = model.prepare(features)
-    forest = IsolationForest(n_estimators=trees, max_samples=256, random_state=seed).fit(prepared)
-    raw = -forest.score_samples(prepared)
-    model.components = [
-        Component("isolation_forest", forest, 1.0, np.quantile(raw, np.linspace(0, 1, 201)))
-    ]
-    model.threshold = float(np.quantile(model.score(features), 1 - alert_share))
+
+
+def _calibrated(model: FraudModel, component: Component, rows: np.ndarray, share: float) -> None:
+    """Calibrate `component` on its raw scores of `rows`, make it the model's only one,
+    and set the threshold so that `share` of the rows alert."""
+    raw = FraudModel.component_raw(component, model.prepare(rows))
+    component.calibration = np.quantile(raw, np.linspace(0, 1, 201))
+    model.components = [component]
+    model.threshold = float(np.quantile(model.score(rows), 1 - share))
+
+
+def isolation_model(seed: int = 0, alert_share: float = 0.02, trees: int = 50) -> FraudModel:
+    """An IsolationForest FraudModel fitted on a synthetic stream; alerts ~alert_share."""
+    features = OfflineFeatureBuilder().transactions(random_stream(seed=seed, n=3000))
+    model = _unfitted(features, {"purpose": "test", "seed": seed, "alert_budget": alert_share})
+    forest = IsolationForest(n_estimators=trees, max_samples=256, random_state=seed)
+    forest.fit(model.prepare(features))
+    _calibrated(model, Component("isolation_forest", forest), features, alert_share)
     return model
 
 
@@ -60,29 +71,11 @@ def register(tracking_uri: str, name: str, model: FraudModel, alias: str = "cham
 def boosted_model(
     features: np.ndarray, target: np.ndarray, iterations: int = 30, alert_share: float = 0.1
 ) -> FraudModel:
-    """A one-component HistGradientBoosting FraudModel fitted on `features` (missing
-    values imputed by the column median; infinities clipped for the fit only) and `target`,
-    calibrated and thresholded as the trainer does, for tests of scores and reasons."""
-    finite = np.where(np.isfinite(features), features, np.nan)
-    imputation = {
-        name: float(np.nanmedian(col)) if np.isfinite(col).any() else 0.0
-        for name, col in zip(FEATURE_NAMES, finite.T, strict=True)
-    }
-    model = FraudModel(
-        feature_names=FEATURE_NAMES,
-        imputation=imputation,
-        threshold=1.0,
-        components=[],
-        reference={
-            n: FeatureReference.fit(c) for n, c in zip(FEATURE_NAMES, finite.T, strict=True)
-        },
-    )
-    prepared = np.clip(model.prepare(finite), -1e300, 1e300)
+    """A one-component HistGradientBoosting FraudModel fitted on `features` (infinities
+    clipped for the fit only) and `target`, for tests of scores and reasons."""
+    rows = np.where(np.isfinite(features), features, np.nan)
+    model = _unfitted(rows, {"purpose": "test", "alert_budget": alert_share})
     booster = HistGradientBoostingClassifier(max_iter=iterations, random_state=0)
-    booster.fit(prepared, target)
-    raw = booster.predict_proba(prepared)[:, 1]
-    model.components = [
-        Component("hist_gradient_boosting", booster, 1.0, np.quantile(raw, np.linspace(0, 1, 201)))
-    ]
-    model.threshold = float(np.quantile(model.score(finite), 1 - alert_share))
+    booster.fit(np.clip(model.prepare(rows), -1e300, 1e300), target)
+    _calibrated(model, Component("hist_gradient_boosting", booster), rows, alert_share)
     return model

@@ -37,23 +37,13 @@ def _ends(kafka: dict[str, str], topic: str, partitions: int) -> list[int]:
 
 
 def test_at_least_once_scores_everything_and_commits_offsets(
-    stack: TestStack, new_topic: Callable[..., str]
+    stack: TestStack, make_world: Callable[..., ScorerWorld]
 ) -> None:
     kafka = {"bootstrap.servers": stack.kafka_bootstrap}
     model_name = f"scorer-alo-{uuid.uuid4().hex[:8]}"
     register(stack.mlflow_uri, model_name, isolation_model(seed=5, trees=20))
     partitions = 3
-    world = ScorerWorld(
-        stack=stack,
-        transactions=new_topic("transactions", partitions),
-        scores=new_topic("scores", partitions),
-        alerts=new_topic("alerts", partitions),
-        labels=new_topic("labels", 1),
-        dlq=new_topic("transactions.dlq", 1),
-        labels_dlq=new_topic("labels.dlq", 1),
-        model_name=model_name,
-        extra_env={"SCORER_DELIVERY": "at_least_once"},
-    )
+    world = make_world(partitions, model_name, SCORER_DELIVERY="at_least_once")
     records = [record for record, _ in random_stream(seed=31, n=600, users=40)]
     produce_records(kafka, world.transactions, records)
 
