@@ -104,6 +104,13 @@ def main_command(
     id_prefix: Annotated[
         str, typer.Option(help="Prefix of user, merchant and transaction ids.", rich_help_panel=SIM)
     ] = PopulationConfig.id_prefix,
+    new_card_share: Annotated[
+        float,
+        typer.Option(
+            help="Share of cards issued after the start, spread over its first 120 days.",
+            rich_help_panel=SIM,
+        ),
+    ] = PopulationConfig.new_card_share,
     start: Annotated[
         str | None,
         typer.Option(
@@ -292,6 +299,7 @@ def main_command(
                 merchants=merchants,
                 tx_per_user_day=tx_per_user_day,
                 id_prefix=id_prefix,
+                new_card_share=new_card_share,
             ),
             traffic=TrafficConfig(
                 start=parse_instant(start) if start else None,

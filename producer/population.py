@@ -99,6 +99,10 @@ class PopulationConfig:
     merchants: int = 500
     tx_per_user_day: float = 5.0
     id_prefix: str = "sim"
+    # Share of card holders whose card is issued after the simulation starts, at a time
+    # spread evenly over its first NEW_CARD_HORIZON_DAYS: the stream always holds first
+    # payments of new cards, so a model learns what they look like.
+    new_card_share: float = 0.0
 
 
 @dataclass
@@ -112,6 +116,9 @@ class Population:
     foreign_stores: list[int]  # outside the home countries: where travellers (and clones) pay
     places: list[Place]  # every Faker place in the world: where attackers connect from
     merchant_daily_rate: np.ndarray  # expected legit transactions per day, per merchant
+    # Per user: seconds after the simulation's start until the card's first payment can
+    # happen (0 for the cards that exist from the start).
+    issued_after_s: np.ndarray
 
 
 def haversine_km(lat1: float, lon1: float, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
@@ -158,7 +165,22 @@ def build_population(config: PopulationConfig) -> Population:
         foreign_stores=foreign,
         places=places,
         merchant_daily_rate=_merchant_rates(users, len(merchants)),
+        issued_after_s=_issue_times(config),
     )
+
+
+NEW_CARD_HORIZON_DAYS = 120.0
+
+
+def _issue_times(config: PopulationConfig) -> np.ndarray:
+    """When each card is issued, after the start. A generator of its own, so that the
+    rest of the population is the same whatever the share of new cards."""
+    if not 0.0 <= config.new_card_share <= 1.0:
+        raise ValueError(f"new_card_share must be in [0, 1], got {config.new_card_share}")
+    rng = np.random.default_rng([config.seed, 2])
+    new = rng.random(config.users) < config.new_card_share
+    when = rng.random(config.users) * NEW_CARD_HORIZON_DAYS * 86_400.0
+    return np.where(new, when, 0.0)
 
 
 def _home_countries(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from producer.population import Population, haversine_km
+from producer.population import Population, User, haversine_km
 from producer.traffic import DAY_S, Draws, Planned, legit_plan
 
 CARD_TESTING = "card_testing"
@@ -115,12 +115,18 @@ class FraudInjector:
 
     # --- the scenarios -----------------------------------------------------------------
 
-    def _new_merchant(self, pool: list[int], usual: tuple[int, ...]) -> int:
-        for _ in range(10):
+    def _new_merchant(self, pool: list[int], user: User) -> int:
+        """A merchant of `pool` the card holder never uses; in a pool of only usual ones
+        (a small country), any merchant the holder never uses."""
+        usual = set(user.stores + user.online + user.atms)
+        for _ in range(10):  # a usual merchant is rare in a large pool: try cheaply first
             merchant = pool[self.draws.below(len(pool))]
             if merchant not in usual:
                 return merchant
-        return merchant
+        unused = [m for m in pool if m not in usual] or [
+            m for m in range(len(self.pop.merchants)) if m not in usual
+        ]
+        return unused[self.draws.below(len(unused))]
 
     def _card_testing(self, user: int, t: float, trigger: Planned) -> Timed:
         """A stolen card number checked with a burst of tiny payments at merchants the card
@@ -131,10 +137,10 @@ class FraudInjector:
         device = f"dev-{self.draws.hex_id()}"
         where = self.pop.places[self.draws.below(len(self.pop.places))]
         if online:
-            merchants = [self._new_merchant(self.pop.online_merchants, u.online) for _ in range(3)]
+            merchants = [self._new_merchant(self.pop.online_merchants, u) for _ in range(3)]
         else:
             stores = self.pop.stores_by_country[u.country]
-            merchants = [self._new_merchant(stores, u.stores) for _ in range(3)]
+            merchants = [self._new_merchant(stores, u) for _ in range(3)]
         at = t + self.draws.between(60.0, 6 * 3600.0)
         out: Timed = []
         for _ in range(n):
@@ -219,7 +225,10 @@ class FraudInjector:
             plan = Planned(
                 plan.scenario, u.stores[0], 0.0, "pos", *self._place_of(u.stores[0]), None
             )
-        factor = max(1.0, self.pop.merchants[plan.merchant].amount_factor)
+        # Against the dearest of the holder's usual shops too, so that the spike stands
+        # far above what this holder usually spends, wherever that is.
+        usual = [self.pop.merchants[m].amount_factor for m in u.stores + u.online]
+        factor = max(1.0, self.pop.merchants[plan.merchant].amount_factor, *usual)
         plan.amount = math.exp(u.amount_mu) * factor * self.draws.between(10.0, 50.0)
         plan.scenario = AMOUNT_SPIKE
         return [(t + self.draws.between(60.0, 3 * 3600.0), plan)]

@@ -57,8 +57,10 @@ class Simulator:
         pop, draws, config = self.pop, self.draws, self.config
         seq = itertools.count()
         heap: list[tuple[float, int, int, Planned | None]] = [
-            (next_legit_time(draws, user, self.start), next(seq), index, None)
-            for index, user in enumerate(pop.users)
+            (next_legit_time(draws, user, self.start + issued), next(seq), index, None)
+            for index, (user, issued) in enumerate(
+                zip(pop.users, pop.issued_after_s.tolist(), strict=True)
+            )
         ]
         heapq.heapify(heap)
         while True:

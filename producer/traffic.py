@@ -89,9 +89,24 @@ def next_active_time(user: User, t: float, active_s: float) -> float:
     return t + left + (DAY_S - user.active_len_s) + days * DAY_S + rest
 
 
+# The weekly rhythm: relative activity Monday..Sunday (UTC days). Shops shut on Sundays
+# in much of Europe; Fridays and Saturdays are the busy days. The mean over a week is 1,
+# so a user's tx_per_day holds on average.
+_WEEK = (1.0, 0.95, 0.95, 1.0, 1.15, 1.35, 0.65)
+WEEKDAY_ACTIVITY = tuple(f * len(_WEEK) / sum(_WEEK) for f in _WEEK)
+PEAK_ACTIVITY = max(WEEKDAY_ACTIVITY)
+EPOCH_WEEKDAY = 3  # 1970-01-01 was a Thursday (Monday = 0)
+
+
 def next_legit_time(draws: Draws, user: User, t: float) -> float:
-    mean_gap_s = user.active_len_s / user.tx_per_day
-    return next_active_time(user, t, draws.exponential() * mean_gap_s)
+    """The next payment: a Poisson process over the user's active hours, thinned to the
+    weekly rhythm (candidates at the peak rate, each kept with the day's share of it)."""
+    mean_gap_s = user.active_len_s / (user.tx_per_day * PEAK_ACTIVITY)
+    while True:
+        t = next_active_time(user, t, draws.exponential() * mean_gap_s)
+        weekday = (int(t // DAY_S) + EPOCH_WEEKDAY) % 7
+        if draws.uniform() * PEAK_ACTIVITY < WEEKDAY_ACTIVITY[weekday]:
+            return t
 
 
 def legit_amount(draws: Draws, user: User, factor: float) -> float:

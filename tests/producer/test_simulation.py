@@ -12,8 +12,16 @@ import pytest
 
 from fraudcore.contracts import decode_label, decode_transaction, parse_time
 from producer.events import Event
-from producer.population import Population, PopulationConfig, build_population, distance_km
+from producer.population import (
+    NEW_CARD_HORIZON_DAYS,
+    Population,
+    PopulationConfig,
+    build_population,
+    distance_km,
+)
 from producer.scenarios import SCENARIOS
+from producer.simulator import Simulator, TrafficConfig
+from producer.traffic import EPOCH_WEEKDAY
 from tests.producer.helpers import DAY, START, simulate
 
 
@@ -217,3 +225,42 @@ def test_bad_simulation_settings_are_refused() -> None:
         simulate(count=1, fraud_rate=0.9)
     with pytest.raises(ValueError, match="unknown scenarios"):
         simulate(count=1, scenarios=("card_testing", "alien_abduction"))
+
+
+def test_new_cards_are_issued_over_time_and_pay_only_after() -> None:
+    config = PopulationConfig(seed=3, users=400, merchants=60, new_card_share=0.25)
+    pop = build_population(config)
+    issued = pop.issued_after_s
+    new = issued > 0
+    assert 0.15 < new.mean() < 0.35
+    assert issued.max() <= NEW_CARD_HORIZON_DAYS * DAY
+    # The rest of the population does not depend on the share of new cards.
+    assert build_population(PopulationConfig(seed=3, users=400, merchants=60)).users == pop.users
+    events = list(
+        itertools.takewhile(
+            lambda e: e.event_ts < START + 60 * DAY,
+            Simulator(pop, TrafficConfig(start=START, fraud_rate=0.0)).events(),
+        )
+    )
+    first: dict[str, float] = {}
+    for e in events:
+        first.setdefault(e.tx["user_id"], e.event_ts)
+    for user, offset in zip(pop.users, issued.tolist(), strict=True):
+        if user.user_id in first:
+            assert first[user.user_id] >= START + offset
+    # Cards issued within the 60 days do pay within them: first payments keep coming.
+    late = [t for t in first.values() if t > START + 7 * DAY]
+    assert len(late) > 20
+
+
+def test_payments_follow_a_weekly_rhythm() -> None:
+    _, events = simulate(seed=4, users=300, until=START + 28 * DAY, fraud_rate=0.0)
+    per_weekday = [0] * 7
+    for e in events:
+        per_weekday[(int(e.event_ts // DAY) + EPOCH_WEEKDAY) % 7] += 1
+    saturday, sunday = per_weekday[5], per_weekday[6]
+    weekdays = statistics.mean(per_weekday[:4])
+    # Configured: Saturday 1.35, Sunday 0.65 against about 0.97 Monday to Thursday.
+    assert saturday > 1.2 * weekdays and sunday < 0.8 * weekdays
+    mean_per_day = len(events) / 28 / 300
+    assert 0.9 * 5.0 < mean_per_day < 1.1 * 5.0  # tx_per_user_day holds over a week
