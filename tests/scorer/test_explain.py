@@ -114,10 +114,13 @@ def test_severity_quarters_the_room_above_the_threshold() -> None:
 
 # What defines each scenario of the simulator (producer/README.md), as features.
 SIGNATURES: dict[str, frozenset[str]] = {
-    # A burst of small payments seconds apart, at new merchants, from a new device.
+    # A burst of small payments seconds apart, at new merchants, from the tester's own
+    # device wherever the tester is.
     "card_testing": frozenset({
         "user_txn_count_1m", "user_txn_count_10m", "user_txn_count_1h", "user_txn_count_24h",
         "user_seconds_since_prev", "user_distinct_merchants_24h", "user_new_device",
+        "amount", "user_amount_ratio_30d", "user_distance_km_prev", "user_new_country",
+        "user_distinct_countries_24h",
     }),
     # Large online purchases from a new device in a country never used.
     "account_takeover": frozenset({
@@ -140,15 +143,15 @@ DAY_S = 86_400.0
 
 
 def test_each_scenarios_alerts_name_its_signature_features() -> None:
-    """A simulated world (the producer's own simulator, 800 cards, 40 days), the trainer's
-    boosted model fitted on days 3-28, alerts on days 30-40 at a 2 % budget: for every
+    """A simulated world (the producer's own simulator, 1,000 cards, 50 days), the trainer's
+    boosted model fitted on days 3-28, alerts on days 30-50 at a 2 % budget: for every
     scenario, at least 90 % of its alerts have one of its signature features among their
     reasons. The model and the reasons are computed as the trainer and scorer do."""
-    population = build_population(PopulationConfig(seed=7, users=800, merchants=200,
+    population = build_population(PopulationConfig(seed=7, users=1000, merchants=200,
                                                    tx_per_user_day=3.0))  # fmt: skip
     start = 1_780_000_000.0 // DAY_S * DAY_S
     simulator = Simulator(population, TrafficConfig(start=start, fraud_rate=0.01))
-    events = list(itertools.takewhile(lambda e: e.event_ts < start + 40 * DAY_S,
+    events = list(itertools.takewhile(lambda e: e.event_ts < start + 50 * DAY_S,
                                       simulator.events()))  # fmt: skip
     builder = OfflineFeatureBuilder()
     builder.add_labels(
