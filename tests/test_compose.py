@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings
 
 from fraudcore.settings import TopicSettings
 from fraudcore.topics import stack_topics
-from launcher.apps import APPS
+from launcher.apps import APPS, BOOTSTRAP, WORLD
 from tests.compose_files import (
     COMPOSE_FILE,
     ENV,
@@ -269,6 +269,12 @@ def test_app_healthchecks_probe_what_the_launcher_probes() -> None:
         assert m.group(1) == app.port_setting.upper()
         assert m.group(3) == app.health_path
         assert int(m.group(2)) in listening_ports(app.name)
+
+
+def test_compose_runs_the_launchers_world_and_bootstrap() -> None:
+    """The same simulated world and first model with or without Docker."""
+    assert services()["producer"]["command"] == ["python", "-m", "producer", *WORLD]
+    assert services()["trainer-bootstrap"]["command"] == ["python", "-m", *BOOTSTRAP]
 
 
 def test_mounted_paths_exist_and_named_volumes_are_declared() -> None:

@@ -28,21 +28,34 @@ from trainer.timeutil import parse_duration
 logger = logging.getLogger(__name__)
 # Fewer than this after the wait: too little to fit anything meaningful, give up.
 MIN_USEFUL = 200
+# A topic whose newest transaction is this recent holds its backfill up to the present.
+CAUGHT_UP_S = 3600.0
 
 
 def wait_for_transactions(settings: TrainerSettings, wanted: int, wait_s: float) -> int:
+    """Wait (bounded) until the topic holds `wanted` transactions and its backfill is
+    done: the newest event within CAUGHT_UP_S of now, or no new transaction since the
+    last look (at night the simulated card holders sleep, and the newest event may be
+    hours old once the producer has caught up). The launcher's producer first fills
+    weeks of history, as fast as it can; the first model must see all of it."""
     config = settings.client_config()
     deadline = time.monotonic() + wait_s
+    previous = -1
     while True:
         count = kafka_source.message_count(config, settings.topic_transactions)
-        if count >= wanted or time.monotonic() >= deadline:
+        newest = kafka_source.newest_event_time(config, settings.topic_transactions)
+        behind_s = None if newest is None else max(0.0, time.time() - newest)
+        done = (behind_s is not None and behind_s <= CAUGHT_UP_S) or count == previous
+        if (count >= wanted and done) or time.monotonic() >= deadline:
             return count
+        previous = count
         logger.info(
             "waiting for transactions %s",
             kv(
                 topic=settings.topic_transactions,
                 have=count,
                 want=wanted,
+                newest_behind_h=None if behind_s is None else round(behind_s / 3600, 1),
                 left_s=round(deadline - time.monotonic()),
             ),
         )
@@ -75,7 +88,7 @@ def run_bootstrap(settings: TrainerSettings, kind: ModelKind | None, bars: Bars)
         alert_budget=settings.trainer_alert_budget,
     )
     data = DataRequest(label_delay_s=delay, tail=settings.trainer_bootstrap_max_transactions)
-    warmup = SplitRequest(warmup_s=parse_duration(settings.trainer_bootstrap_warmup))
+    warmup = SplitRequest(warmup_s=parse_duration(settings.trainer_warmup))
     options = RunOptions(data, warmup, [config])
     try:
         summaries = run_training(settings, options, bars)

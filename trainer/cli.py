@@ -91,7 +91,10 @@ def train(
     split: Annotated[str, typer.Option(help="auto | book (the handbook's ch. 3 split)")] = "auto",
     test_fraction: Annotated[float, typer.Option(help="Share of the span tested.")] = 0.25,
     gap: Annotated[str | None, typer.Option(help="Train/test gap (default: label delay).")] = None,
-    warmup: Annotated[str, typer.Option(help="Leading span only warming features.")] = "0s",
+    warmup: Annotated[
+        str | None,
+        typer.Option(help="Leading span only warming features (default TRAINER_WARMUP, 30d)."),
+    ] = None,
     label_delay: Annotated[
         str | None, typer.Option(help="Label delay for files without one (e.g. 7d).")
     ] = None,
@@ -148,7 +151,7 @@ def train(
             kind="book" if book else "auto",
             test_fraction=test_fraction,
             gap_s=None if gap is None else parse_duration(gap),
-            warmup_s=parse_duration(warmup),
+            warmup_s=parse_duration(warmup or settings.trainer_warmup),
         ),
         configs=[_config(settings, model, seed, alert_budget, tuning)],
         register=register,
@@ -418,6 +421,10 @@ def bootstrap(
         int | None, typer.Option(help="Wait for this many transactions on the topic.")
     ] = None,
     wait: Annotated[float | None, typer.Option(help="Longest wait for them, seconds.")] = None,
+    label_delay: Annotated[
+        str | None,
+        typer.Option(help="Longest delay of a label (default TRAINER_LABEL_DELAY), e.g. 8d."),
+    ] = None,
     quiet: QuietOpt = False,
 ) -> None:
     """First model: if the registry has no champion, train one from the topics (bounded)."""
@@ -428,6 +435,7 @@ def bootstrap(
         model_name=model_name,
         trainer_bootstrap_min_transactions=min_transactions,
         trainer_bootstrap_wait_s=wait,
+        trainer_label_delay=label_delay,
     )
     code = run_bootstrap(settings, model, Bars(enabled=not quiet))
     raise typer.Exit(code)

@@ -89,15 +89,31 @@ BOOK_FEED_SINCE = "2018-06-24"
 
 
 def auto_holdout(
-    first_ts: float, last_ts: float, *, test_fraction: float, gap_s: float, warmup_s: float = 0.0
+    first_ts: float,
+    last_ts: float,
+    *,
+    test_fraction: float,
+    gap_s: float,
+    warmup_s: float = 0.0,
+    mature_s: float = 0.0,
 ) -> Holdout:
-    """Last `test_fraction` of the span for testing, the gap before it, the rest training.
+    """Last `test_fraction` of the span for testing, the gap before it, the rest training;
+    the span runs from the end of the warm-up to `mature_s` before the newest data, so
+    that the test period's frauds have had their labels' delay to become known.
 
-    A gap longer than a quarter of the span (short simulator runs) is shrunk to that, with
-    a warning: the training targets then miss the labels still to come.
+    A gap or a maturation longer than a quarter of the span (short simulator runs) is
+    shrunk to that, with a warning: the training (or test) targets then miss labels
+    still to come.
     """
     start = first_ts + warmup_s
     end = math.nextafter(last_ts, math.inf)
+    mature = min(mature_s, 0.25 * (end - start))
+    if mature < mature_s:
+        logger.warning(
+            "holdout maturation shrunk to fit the data %s",
+            kv(requested_s=round(mature_s, 1), used_s=round(max(mature, 0.0), 1)),
+        )
+    end -= max(mature, 0.0)
     span = end - start
     if span <= 0:
         raise ValueError("the data covers no time span after the warm-up; nothing to split")

@@ -76,6 +76,33 @@ def watermarks(
         consumer.close()
 
 
+def newest_event_time(config: dict[str, Any], topic: str, timeout_s: float = 10.0) -> float | None:
+    """The latest event time among the last message of each partition (None if the topic
+    is empty or none of them is a valid transaction): how far a backfill has come."""
+    marks = {p: high for p, (low, high) in watermarks(config, topic).items() if high > low}
+    if not marks:
+        return None
+    consumer = Consumer(consumer_config(config, f"trainer-probe-{uuid.uuid4().hex[:8]}"))
+    newest: float | None = None
+    try:
+        consumer.assign([TopicPartition(topic, p, high - 1) for p, high in marks.items()])
+        deadline = time.monotonic() + timeout_s
+        pending = set(marks)
+        while pending and time.monotonic() < deadline:
+            for msg in consumer.consume(len(pending), 1.0):
+                if msg.error() is not None:
+                    continue
+                pending.discard(msg.partition() or 0)
+                try:
+                    _, event_ts = decode_transaction(msg.value())
+                except ContractError:
+                    continue
+                newest = event_ts if newest is None else max(newest, event_ts)
+    finally:
+        consumer.close()
+    return newest
+
+
 def message_count(config: dict[str, Any], topic: str) -> int:
     """Messages currently in a topic (high minus low watermark, summed over partitions)."""
     return sum(max(0, high - low) for low, high in watermarks(config, topic).values())

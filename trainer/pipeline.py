@@ -56,6 +56,9 @@ class SplitRequest:
     test_fraction: float = 0.25
     gap_s: float | None = None  # None: the label delay
     warmup_s: float = 0.0
+    # How long before the newest data the test period ends: None, the label delay (its
+    # frauds' labels are known by then); 0 for a source whose labels are all known.
+    mature_s: float | None = None
     book_train_days: int = 7  # kind="book": training days ending 2018-07-31
 
 
@@ -160,7 +163,10 @@ def choose_holdout(table: FeatureTable, split: SplitRequest, label_delay_s: floa
             kv(span_s=round(last - first), warmup_s=warmup),
         )
         warmup = 0.0
-    return auto_holdout(first, last, test_fraction=split.test_fraction, gap_s=gap, warmup_s=warmup)
+    mature = label_delay_s if split.mature_s is None else split.mature_s
+    return auto_holdout(
+        first, last, test_fraction=split.test_fraction, gap_s=gap, warmup_s=warmup, mature_s=mature
+    )
 
 
 @dataclass

@@ -14,8 +14,9 @@ ModelKind = Literal["isolation_forest", "hist_gb", "ensemble"]
 class TrainerSettings(KafkaSettings, TopicSettings):
     mlflow_tracking_uri: str
     model_name: str
-    # The model kind `train` and `bootstrap` fit unless --model says otherwise.
-    trainer_model: ModelKind = "isolation_forest"
+    # The model kind `train` and `bootstrap` fit unless --model says otherwise; bootstrap
+    # falls back to the isolation forest only where no fraud is labelled yet.
+    trainer_model: ModelKind = "hist_gb"
     trainer_experiment: str = "fraud-trainer"
     trainer_seed: int = 42
     # Share of transactions that should raise an alert (the threshold is set to meet it).
@@ -26,10 +27,13 @@ class TrainerSettings(KafkaSettings, TopicSettings):
     trainer_startup_timeout_s: float = Field(default=60.0, gt=0)
     # bootstrap: wait (bounded) for this many transactions on the topic before training.
     trainer_bootstrap_min_transactions: int = Field(default=3000, ge=1)
-    trainer_bootstrap_wait_s: float = Field(default=90.0, ge=0)
+    # It also waits until the newest transaction is within an hour of now: the
+    # launcher's producer first backfills weeks of history, which takes a minute or two.
+    trainer_bootstrap_wait_s: float = Field(default=300.0, ge=0)
     # bootstrap reads at most the newest this many transactions (and labels): a topic that
     # grew for days must not make the first model slow.
-    trainer_bootstrap_max_transactions: int = Field(default=250_000, ge=100)
-    # The first stretch of the bootstrap's data only warms the feature state: its rows
-    # see users with no history yet, unlike every transaction after it.
-    trainer_bootstrap_warmup: str = "12h"
+    trainer_bootstrap_max_transactions: int = Field(default=1_000_000, ge=100)
+    # The first stretch of the data only warms the feature state (train and bootstrap):
+    # its rows see windows not yet full, unlike every transaction after it; 30 days fill
+    # the longest window. Data shorter than twice this trains without a warm-up (warned).
+    trainer_warmup: str = "30d"

@@ -137,9 +137,29 @@ def test_bootstrap_trains_once_then_does_nothing(
     assert first.exit_code == 0, first.output
     client = MlflowClient(stream_topics.mlflow_uri, registry_uri=stream_topics.mlflow_uri)
     champion = client.get_model_version_by_alias(name, "champion")
-    assert champion.tags["model_kind"] == "isolation_forest"
+    # Labelled fraud on the topic: the first champion is supervised, with its figures.
+    assert champion.tags["model_kind"] == "hist_gb"
+    assert champion.run_id is not None
+    figures = client.get_run(champion.run_id).data.metrics
+    for figure in ("roc_auc", "average_precision", "card_precision_at_100",
+                   "precision_at_budget", "recall_at_budget"):  # fmt: skip
+        assert figure in figures, figure
+    assert any(key.startswith("recall_at_budget.") for key in figures)
 
     second = runner.invoke(app, ["bootstrap", "--quiet"], env=env)
     assert second.exit_code == 0, second.output
     versions = client.search_model_versions(f"name='{name}'")
     assert [v.version for v in versions] == [champion.version]
+
+
+def test_bootstrap_without_labels_falls_back_to_an_isolation_forest(
+    stream_topics: StreamTopics, unique_name: Callable[[str], str], new_topic: Callable[..., str]
+) -> None:
+    name = unique_name("trainer-boot-unlabelled")
+    env = {**stream_topics.env(name), "TOPIC_LABELS": new_topic("no-labels"),
+           "TRAINER_BOOTSTRAP_WAIT_S": "5"}  # fmt: skip
+    done = runner.invoke(app, ["bootstrap", "--quiet", "--min-transactions", "500"], env=env)
+    assert done.exit_code == 0, done.output
+    client = MlflowClient(stream_topics.mlflow_uri, registry_uri=stream_topics.mlflow_uri)
+    champion = client.get_model_version_by_alias(name, "champion")
+    assert champion.tags["model_kind"] == "isolation_forest"

@@ -1,12 +1,14 @@
-"""trainer.pipeline.recalibrate_threshold: the threshold comes from the test period."""
+"""trainer.pipeline: the threshold comes from the test period, and the holdout leaves the
+newest labels time to arrive."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from fraudcore.features import FEATURE_NAMES
 from fraudcore.model import FraudModel
-from trainer.holdout import Holdout
+from trainer.holdout import Holdout, auto_holdout
 from trainer.pipeline import recalibrate_threshold
 
 HOLDOUT = Holdout(
@@ -34,3 +36,16 @@ def test_a_test_period_too_small_keeps_the_training_threshold() -> None:
     recalibrate_threshold(model, np.linspace(0, 1, 1000), 0.005, HOLDOUT)  # 5 alerts expected
     assert model.threshold == 0.97
     assert "too small" in model.metadata["threshold_from"]
+
+
+def test_the_test_period_ends_a_label_delay_before_the_newest_data() -> None:
+    day = 86_400.0
+    holdout = auto_holdout(0.0, 70 * day, test_fraction=0.25, gap_s=8 * day, warmup_s=30 * day,
+                           mature_s=8 * day)  # fmt: skip
+    assert holdout.train_start == 30 * day
+    assert holdout.test_end == pytest.approx(62 * day)
+    assert holdout.test_end - holdout.test_start == pytest.approx(8 * day)
+    assert holdout.test_start - holdout.train_end == pytest.approx(8 * day)
+    # Too little data for the whole maturation: shrunk to a quarter of the span.
+    short = auto_holdout(0.0, 4 * day, test_fraction=0.25, gap_s=0.0, mature_s=8 * day)
+    assert short.test_end == pytest.approx(3 * day)
