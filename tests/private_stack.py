@@ -59,12 +59,10 @@ class PrivateStack:
         return self.launcher.log_file(name)
 
 
-@contextmanager
-def private_stack(run_dir: Path, names: Sequence[str]) -> Iterator[PrivateStack]:
-    """Start `names` (of kafka, redis, mlflow) on free ports under `run_dir`; stop them
-    all at the end, whatever state the test left them in."""
-    layout = Layout(
-        profile="private",
+def free_layout(profile: str, run_dir: Path) -> Layout:
+    """A launcher layout whose every port is one nothing listens on now."""
+    return Layout(
+        profile=profile,
         run_dir=run_dir,
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
@@ -73,6 +71,13 @@ def private_stack(run_dir: Path, names: Sequence[str]) -> Iterator[PrivateStack]
         prometheus_port=free_port(),
         redis_exporter_port=free_port(),
     )
+
+
+@contextmanager
+def private_stack(run_dir: Path, names: Sequence[str]) -> Iterator[PrivateStack]:
+    """Start `names` (of kafka, redis, mlflow) on free ports under `run_dir`; stop them
+    all at the end, whatever state the test left them in."""
+    layout = free_layout("private", run_dir)
     launcher = Launcher(layout, [s for s in infra_services(layout) if s.name in names])
     try:
         launcher.up(list(names))

@@ -12,25 +12,15 @@ import pytest
 import redis
 
 from launcher import process
-from launcher.layout import Layout
 from launcher.probes import StartError
 from launcher.runner import Launcher
 from launcher.services import infra_services
-from tests.stack import free_port
+from tests.private_stack import free_layout
 
 
 @pytest.fixture
 def redis_only(tmp_path: Path) -> Iterator[Launcher]:
-    layout = Layout(
-        profile="unit",
-        run_dir=tmp_path / "run",
-        kafka_port=free_port(),
-        kafka_controller_port=free_port(),
-        redis_port=free_port(),
-        mlflow_port=free_port(),
-        prometheus_port=free_port(),
-        redis_exporter_port=free_port(),
-    )
+    layout = free_layout("unit", tmp_path / "run")
     launcher = Launcher(layout, [s for s in infra_services(layout) if s.name == "redis"])
     yield launcher
     launcher.down()  # whatever a failed assertion left running
