@@ -18,6 +18,7 @@ from alerting.sinks import Notification, Outcome
 from alerting.store import StoredAlert
 from fraudcore.contracts import ContractError
 from fraudcore.dead_letter import DeadLetter, build, dead_letter
+from fraudcore.kafka import produce_waiting
 from fraudcore.logs import kv, where
 
 logger = logging.getLogger(__name__)
@@ -40,17 +41,9 @@ class DeadLetters:
             self._failures.append(str(err))
 
     def _produce(self, letter: DeadLetter) -> None:
-        """Queue full: wait, again. Anything else is the producer's, not this letter's
-        (it is cut to fit the topic): raised, and the batch is not committed."""
-        while True:
-            try:
-                self.producer.produce(
-                    letter.topic, key=letter.key, value=letter.value, headers=letter.headers,
-                    on_delivery=self._on_delivery,
-                )  # fmt: skip
-                return
-            except BufferError:
-                self.producer.poll(0.1)  # queue full: let it drain
+        """A letter is cut to fit the topic, so a produce error other than a full queue is
+        the producer's: raised, and the batch is not committed."""
+        produce_waiting(self.producer, *letter, on_delivery=self._on_delivery)
 
     def invalid(self, msg: Message, error: ContractError) -> None:
         topic, partition, offset = msg.topic(), msg.partition(), msg.offset()

@@ -121,11 +121,6 @@ def dead_letter_limit(admin: AdminClient, topic: str, timeout_s: float = 10.0) -
     return min(PRODUCER_MAX_MESSAGE_BYTES, topic_limit) - FRAMING_BYTES
 
 
-def too_large(error: KafkaError) -> bool:
-    """A produce error about this one message's size: it cannot be sent as it is, ever."""
-    return error.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE)
-
-
 def _size(data: bytes | None) -> int:
     return 0 if data is None else len(data)
 

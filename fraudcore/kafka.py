@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from fraudcore.logs import kv
@@ -39,6 +39,32 @@ def consumer_config(base: dict[str, Any], group_id: str, **extra: Any) -> dict[s
         "isolation.level": "read_committed",
         **extra,
     }
+
+
+def produce_waiting(
+    producer: Producer,
+    topic: str,
+    key: bytes | None,
+    value: bytes | None,
+    headers: list[tuple[str, str | bytes | None]] | None = None,
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None,
+    wait_s: float = 0.05,
+) -> None:
+    """`producer.produce`, waiting while the local queue is full (BufferError: the one
+    produce error that passes by itself, as deliveries drain). Every other error is
+    raised: the consumer loops size what they send to fit (fraudcore/dead_letter.py), so
+    it is the producer's, not the message's."""
+    while True:
+        try:
+            if on_delivery is None:
+                producer.produce(topic, value=value, key=key, headers=headers)
+            else:
+                producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=on_delivery
+                )
+            return
+        except BufferError:
+            producer.poll(wait_s)
 
 
 def consume_available(consumer: Consumer, max_messages: int, timeout_s: float) -> list[Message]:

@@ -20,20 +20,16 @@ from confluent_kafka.admin import AdminClient
 
 from fraudcore.contracts import ContractError, decode_label
 from fraudcore.dead_letter import dead_letter_limit
-from fraudcore.kafka import consumer_config, producer_config
+from fraudcore.kafka import consumer_config, produce_waiting, producer_config
 from fraudcore.logs import kv, where
 from scorer import metrics
 from scorer.feature_store import FeatureStore
-from scorer.pipeline import OutMessage, Rejected, dead_letter
+from scorer.pipeline import Rejected, dead_letter
 from scorer.settings import ScorerSettings
 
 logger = logging.getLogger(__name__)
 
 DEAD_LETTER_FLUSH_S = 10.0
-
-
-class DeadLettersUndelivered(RuntimeError):
-    """Kafka did not acknowledge every dead letter of a batch."""
 
 
 class LabelFolder:
@@ -75,6 +71,11 @@ class LabelFolder:
         batch: list[tuple[str, str, str, int]] = []
         first: dict[tuple[str, int], int] = {}
         undelivered: list[KafkaError] = []
+
+        def on_delivery(error: KafkaError | None, _msg: Message) -> None:
+            if error is not None:
+                undelivered.append(error)
+
         for msg in msgs:
             error = msg.error()
             if error is not None:
@@ -88,7 +89,7 @@ class LabelFolder:
                 label, available_ts = decode_label(msg.value())
             except ContractError as exc:
                 letter = dead_letter(Rejected(msg, exc), self.settings.topic_labels_dlq, limit)
-                _produce(producer, letter, undelivered)
+                produce_waiting(producer, *letter, on_delivery=on_delivery)
                 metrics.dead_lettered.labels(f"label_{exc.reason}").inc()
                 logger.info(
                     "label dead-lettered %s",
@@ -135,22 +136,3 @@ class LabelFolder:
         except KafkaException as exc:
             if exc.args[0].code() != KafkaError._NO_OFFSET:
                 raise
-
-
-def _produce(producer: Producer, letter: OutMessage, failures: list[KafkaError]) -> None:
-    """Queue full: wait, again. Anything else is the producer's, not this letter's (it is
-    cut to fit the topic): raised."""
-
-    def on_delivery(error: KafkaError | None, _msg: Message) -> None:
-        if error is not None:
-            failures.append(error)
-
-    while True:
-        try:
-            producer.produce(
-                letter.topic, letter.value, letter.key, headers=letter.headers,
-                on_delivery=on_delivery,
-            )  # fmt: skip
-            return
-        except BufferError:
-            producer.poll(0.1)

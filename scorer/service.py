@@ -26,13 +26,8 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from confluent_kafka.admin import AdminClient
 
 from fraudcore.contracts import format_time
-from fraudcore.dead_letter import (
-    FRAMING_BYTES,
-    PRODUCER_MAX_MESSAGE_BYTES,
-    dead_letter_limit,
-    too_large,
-)
-from fraudcore.kafka import consumer_config, producer_config, wait_for_kafka
+from fraudcore.dead_letter import FRAMING_BYTES, PRODUCER_MAX_MESSAGE_BYTES, dead_letter_limit
+from fraudcore.kafka import consumer_config, produce_waiting, producer_config, wait_for_kafka
 from fraudcore.logs import kv, where
 from scorer import metrics, user_kernel
 from scorer.drift import DriftTracker
@@ -602,39 +597,13 @@ class Scorer:
                 self.health.kafka = False
                 self._kafka_outage.failed(error)
 
-    def _produce(self, producer: Producer, message: OutMessage, on_delivery: Any = None) -> None:
-        """Produce one message; a produce error is classified here, once:
-        the local queue full: retriable (wait for deliveries, again); this message too
-        large to send at all: its truncated copy goes to the dead-letter topic instead;
-        anything else is the producer's, not this message's: raised (the caller aborts
-        the batch or, for a fatal error, the process gives up)."""
-        extra = {} if on_delivery is None else {"on_delivery": on_delivery}
-        while True:
-            try:
-                producer.produce(
-                    message.topic, message.value, message.key, headers=message.headers, **extra
-                )
-                return
-            except BufferError:
-                producer.poll(0.05)  # local queue full: let deliveries drain
-            except KafkaException as exc:
-                if (
-                    not too_large(exc.args[0])
-                    or message.topic == self.settings.topic_transactions_dlq
-                ):
-                    raise  # a dead letter is already cut to fit: not this message's fault
-                metrics.dead_lettered.labels("oversized_output").inc()
-                logger.error("output too large, dead-lettered %s",
-                             kv(topic=message.topic, bytes=len(message.value or b"")))  # fmt: skip
-                message = OutMessage(
-                    self.settings.topic_transactions_dlq,
-                    message.key,
-                    (message.value or b"")[: self._dlq_limit // 2],
-                    [*(message.headers or []), ("dlq.reason", b"oversized_output"),
-                     ("dlq.output.topic", message.topic.encode()),
-                     ("dlq.original.size", str(len(message.value or b"")).encode()),
-                     ("dlq.truncated", b"true")],
-                )  # fmt: skip
+    @staticmethod
+    def _produce(producer: Producer, message: OutMessage, on_delivery: Any = None) -> None:
+        """Queue full: wait. Nothing the scorer sends can be too large (dead letters are cut
+        to the topic's limit, outputs are bounded by SCORER_MAX_MESSAGE_BYTES), so any
+        other error is the producer's: raised (the batch aborts, or a fatal one ends the
+        process)."""
+        produce_waiting(producer, *message, on_delivery=on_delivery)
 
     # ------------------------------------------------------------------ callbacks
     def _on_consume_error(self, error: KafkaError) -> None:
