@@ -101,11 +101,11 @@ class NaiveFeatures:
                 interval = max(t - int(prev_ts), MIN_SPEED_INTERVAL_MS)
                 speed = distance / (interval / HOUR_MS)
         new_device = NAN
-        if tx.device:
+        if tx.device and count30:
             seen = r.hget(f"{u}:devices", tx.device)
             new_device = 0.0 if seen is not None and int(seen) > t - KNOWN_FOR_MS else 1.0
         new_country = NAN
-        if tx.country:
+        if tx.country and count30:
             seen = r.hget(f"{u}:countries", tx.country)
             new_country = 0.0 if seen is not None and int(seen) > t - KNOWN_FOR_MS else 1.0
         # merchant: daily counts, and fraud reports by window

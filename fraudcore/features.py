@@ -179,12 +179,12 @@ FEATURES: tuple[FeatureDef, ...] = (
     ),
     FeatureDef(
         "user_new_device",
-        "1 if the device was not used by the user in 30 days",
+        "1 if the device was not used by the user in 30 days (unknown with no payment in 30 days)",
         "first use of this device by this user",
     ),
     FeatureDef(
         "user_new_country",
-        "1 if the country was not used by the user in 30 days",
+        "1 if the country was not used by the user in 30 days (unknown with no payment in 30 days)",
         "first transaction of this user in this country",
     ),
     FeatureDef(
@@ -416,12 +416,15 @@ def user_features(state: UserState, tx: TxnInput) -> list[float]:
             distance = haversine_km(prev_lat, prev_lon, tx.lat, tx.lon)
             speed = distance / (max(t - prev_ts, MIN_SPEED_INTERVAL_MS) / HOUR_MS)
 
+    # Without a payment in 30 days there is nothing to be new against: a first payment
+    # is not a new device and country, and the model learns a new card's risk from
+    # user_txn_count_30d = 0 instead.
     new_device = NAN
-    if tx.device:
+    if tx.device and count30 > 0:
         seen = state.devices.get(tx.device)
         new_device = 0.0 if seen is not None and seen[0] < t else 1.0
     new_country = NAN
-    if tx.country:
+    if tx.country and count30 > 0:
         seen = state.countries.get(tx.country)
         new_country = 0.0 if seen is not None and seen[0] < t else 1.0
 

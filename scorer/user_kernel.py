@@ -346,11 +346,11 @@ def run_users(
                     speed = distance / (max(t - prev_ts, MIN_SPEED_INTERVAL_MS) / HOUR_MS)
 
             new_device = math.nan
-            if device != 0:
+            if device != 0 and count30 > 0:
                 first = _seen_first(dv_key, dv_first, ndv, device)
                 new_device = 0.0 if first >= 0 and first < t else 1.0
             new_country = math.nan
-            if country != 0:
+            if country != 0 and count30 > 0:
                 first = _seen_first(co_key, co_first, nco, country)
                 new_country = 0.0 if first >= 0 and first < t else 1.0
 

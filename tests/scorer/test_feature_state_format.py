@@ -111,7 +111,13 @@ def _legacy(
             else:
                 out[members, USER] = msgpack.unpackb(reply)
         rows.append(out)
-    return np.vstack(rows)
+    vectors = np.vstack(rows)
+    # The earlier scripts called the device and country of a payment after none in 30 days
+    # new; they are unknown now. The states they wrote are the same either way.
+    unknown = vectors[:, FEATURE_INDEX["user_txn_count_30d"]] == 0
+    for name in ("user_new_device", "user_new_country"):
+        vectors[unknown, FEATURE_INDEX[name]] = np.nan
+    return vectors
 
 
 def _formats(store: FeatureStore, stream) -> set[int]:
