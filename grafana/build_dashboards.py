@@ -434,6 +434,42 @@ MODEL = Dashboard(
             thresholds=((0.1, "orange"), (0.25, "red")),
         ),
         Panel(
+            "Retrains by outcome",
+            "Scheduled retrains (python -m trainer schedule) in the last day, by outcome: "
+            "promoted by the gate, kept_champion (the candidate did not beat it), no_labels, "
+            "failed (alert RetrainFailing).",
+            (q("sum by (outcome) (increase(trainer_runs_total[1d]))", "{{outcome}}"),),
+            kind="bargauge",
+            thresholds=((1, "orange"),),
+        ),
+        Panel(
+            "Champion and candidate versions",
+            "The version the champion alias points at and the last candidate the retrain "
+            "registered; a candidate above the champion was kept as challenger.",
+            (
+                q("max(trainer_champion_version)", "champion"),
+                q("max(trainer_last_version)", "last candidate"),
+            ),
+        ),
+        Panel(
+            "Gate: candidate against champion",
+            "The gate's metric (average precision on the candidate's matured holdout) for "
+            "each retrain's candidate and for the champion on the same rows. The candidate "
+            "is promoted only above the champion.",
+            (q("max by (role) (trainer_gate_figure)", "{{role}}"),),
+        ),
+        Panel(
+            "Last candidate's figures",
+            "The last retrain's figures on its holdout: ROC AUC, average precision, card "
+            "precision at 100, precision and recall at the alert budget.",
+            (
+                q(
+                    'max by (metric) (trainer_candidate_figure{metric!="alert_rate"})',
+                    "{{metric}}",
+                ),
+            ),
+        ),
+        Panel(
             "Ground truth",
             "Labels folded into the merchant features per second by label (chargebacks, "
             "analyst verdicts), verdicts analysts gave on the review page in the last hour, "

@@ -1,6 +1,7 @@
 """The application services `up --profile stack` starts after the infrastructure.
 
-One row per service: the package run with `python -m <name> <args>`, the setting in .env that
+One row per service: the package run with `python -m <module> <args>` (the module is the
+name unless said), the setting in .env that
 holds its HTTP port, the path that answers 200 once it is serving, whether it needs a
 registered model (it then starts after the bootstrap), and the secrets it requires that
 a local run may generate. Adding a service is adding a row (and a scrape target in
@@ -25,6 +26,11 @@ class AppService:
     # Required variables without a default. When neither the environment nor .env sets
     # one, the launcher generates a random value, kept in the run folder (secrets.env).
     secrets: tuple[str, ...] = ()
+    module: str = ""
+
+    @property
+    def package(self) -> str:
+        return self.module or self.name
 
 
 # The simulated world `make up` starts: 2,000 cards paying 2.5 times a day (as the Fraud
@@ -46,7 +52,12 @@ APPS: tuple[AppService, ...] = (
     AppService("producer", "producer_metrics_port", "/metrics", args=WORLD),
     AppService("alerting", "alerting_http_port", "/health", secrets=("ALERTING_API_KEY",)),
     AppService("scorer", "scorer_http_port", "/health", needs_model=True),
-)
+    # Retrains from the topics once a day and promotes through the gate (trainer/schedule.py).
+    AppService(
+        "retrainer", "trainer_metrics_port", "/metrics", needs_model=True, module="trainer",
+        args=("schedule", "--label-delay", LONGEST_LABEL_DELAY),
+    ),
+)  # fmt: skip
 
 
 def missing_entry_point(package: str) -> str:

@@ -30,6 +30,7 @@ class LauncherSettings(TopicSettings):
     producer_metrics_port: int
     scorer_http_port: int
     alerting_http_port: int
+    trainer_metrics_port: int
     test_kafka_port: int
     test_kafka_controller_port: int
     test_redis_port: int

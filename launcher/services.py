@@ -183,12 +183,12 @@ def app_service(layout: Layout, app: AppService) -> Service:
         # Under a supervisor that starts it again when it exits non-zero, as a compose
         # restart policy would (launcher/supervise.py).
         argv=(sys.executable, "-m", "launcher.supervise", "--name", app.name, "--",
-              sys.executable, "-m", app.name, *app.args),
-        fingerprint=(f"-m {app.name}",),
+              sys.executable, "-m", app.package, *app.args),
+        fingerprint=(f"-m {app.package}", *app.args[:1]),
         probe=partial(probes.http_ok, url),
         timeout_s=90,
         health=f"GET {url}",
-        missing=missing_entry_point(app.name),
+        missing=missing_entry_point(app.package),
         needs_model=app.needs_model,
         secrets=app.secrets,
     )  # fmt: skip

@@ -459,3 +459,35 @@ def promote(
     client.set_model_version_tag(settings.model_name, version, "gate.reason", "manual")
     logger.info("champion set by hand %s", kv(model=settings.model_name, version=version))
     console.print(f"{settings.model_name} version {version} is now champion")
+
+
+@app.command()
+def schedule(
+    every: Annotated[
+        str | None, typer.Option(help="Time between retrains (default TRAINER_RETRAIN_EVERY, 1d).")
+    ] = None,
+    model: ModelOpt = None,
+    model_name: NameOpt = None,
+    label_delay: Annotated[
+        str | None,
+        typer.Option(help="Longest delay of a label (default TRAINER_LABEL_DELAY), e.g. 8d."),
+    ] = None,
+    max_runs: Annotated[
+        int | None, typer.Option(help="Stop after this many retrains (default: never).")
+    ] = None,
+) -> None:
+    """The retrain service: train from the topics every period, gate, promote; metrics."""
+    from trainer.schedule import run_schedule
+    from trainer.settings import ScheduleSettings
+
+    setup_logging("trainer")
+    overrides = dict(
+        trainer_retrain_every=every,
+        trainer_model=model,
+        model_name=model_name,
+        trainer_label_delay=label_delay,
+    )
+    settings = load_settings(
+        ScheduleSettings, **{k: v for k, v in overrides.items() if v is not None}
+    )
+    raise typer.Exit(run_schedule(settings, Bars(enabled=False), max_runs))

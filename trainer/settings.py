@@ -37,3 +37,13 @@ class TrainerSettings(KafkaSettings, TopicSettings):
     # its rows see windows not yet full, unlike every transaction after it; 30 days fill
     # the longest window. Data shorter than twice this trains without a warm-up (warned).
     trainer_warmup: str = "30d"
+
+
+class ScheduleSettings(TrainerSettings):
+    """`schedule`, the retrain service: the trainer's settings plus its own."""
+
+    trainer_metrics_port: int
+    # Time between two retrains (the first comes one period after the start).
+    trainer_retrain_every: str = "1d"
+    # A retrain reads at most the newest this many transactions (and their labels).
+    trainer_retrain_max_transactions: int = Field(default=1_000_000, ge=100)

@@ -184,3 +184,53 @@ def producer_env(bootstrap: str, topics: dict[str, str], port: int) -> dict[str,
         PRODUCER_METRICS_PORT=str(port),
     )
     return env
+
+
+def retrain_history(bootstrap: str, topics: dict[str, str]) -> None:
+    """Five days of a small world with labels a day late, on the retrainer's own topics:
+    the live topics get their first fraud only after minutes of event time, too late for
+    a retrain to have figures within the test."""
+    argv = [
+        *python_module("producer"),
+        "--users=200", "--merchants=60", "--tx-per-user-day=20", "--speed=0",
+        "--start=2026-01-01T00:00:00Z", "--count=20000", "--fraud-rate=0.03",
+        "--label-delay=1d", "--seed=5", "--no-progress", "--metrics-port=0",
+        "--no-create-topics",
+    ]  # fmt: skip
+    env = producer_env(
+        bootstrap,
+        {
+            "transactions": topics["retrain_transactions"],
+            "labels": topics["retrain_labels"],
+            "dlq": topics["retrain_dlq"],
+        },
+        0,
+    )
+    done = subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def retrainer_env(
+    bootstrap: str, topics: dict[str, str], port: int, mlflow_uri: str, model_name: str
+) -> dict[str, str]:
+    """`python -m trainer schedule` on the topics retrain_history filled, retraining every
+    5 s into a model of its own (the scorer keeps its model)."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("TRAINER_", "TOPIC_", "KAFKA_", "MLFLOW_", "MODEL_"))
+    }
+    env.update(
+        FRAUD_ENV_FILE=os.devnull,
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        TOPIC_TRANSACTIONS=topics["retrain_transactions"],
+        TOPIC_LABELS=topics["retrain_labels"],
+        MLFLOW_TRACKING_URI=mlflow_uri,
+        MODEL_NAME=model_name,
+        TRAINER_EXPERIMENT=model_name,
+        TRAINER_METRICS_PORT=str(port),
+        TRAINER_RETRAIN_EVERY="5s",
+        TRAINER_LABEL_DELAY="1d",
+        TRAINER_WARMUP="1d",
+    )
+    return env

@@ -7,6 +7,9 @@ unique topics and a model registered for this module):
   with fraud and labels due after 5 s) into this module's topics;
 - `python -m scorer` (tests/scorer/harness.py's ScorerWorld), scoring them, plus a few
   poison messages (so the DLQ series exist);
+- `python -m trainer schedule`, retraining every 5 s into a model of its own, from topics
+  of its own that the producer first fills with five days of a small world (so figures
+  and gate decisions exist);
 - `python -m alerting`, routing to a log sink and to a webhook nobody listens on (so
   deliveries, retries, final failures and suppression all happen); one analyst verdict is
   posted through its API, which the scorer then folds as a label;
@@ -122,6 +125,8 @@ ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
     "ProducerDeliveryFailing": (
         "sum by (job, stream) (increase(producer_delivery_failures_total[10m]))",
     ),
+    "RetrainFailing": ("max by (job, instance) (trainer_last_run_failed)",),
+    "RetrainOverdue": ("trainer_next_run_timestamp_seconds", "trainer_retrain_interval_seconds"),
     "AlertingInvalidAlerts": (
         'sum by (job, reason) (increase(alerting_alerts_dead_lettered_total{reason!="delivery_failed"}[10m]))',
     ),
@@ -215,7 +220,8 @@ def _admin(kafka: dict[str, str]) -> AdminClient:
 def _create_topics(kafka: dict[str, str]) -> dict[str, str]:
     tag = uuid.uuid4().hex[:10]
     layout = {"transactions": 3, "scores": 3, "alerts": 3, "labels": 1,
-              "dlq": 1, "labels_dlq": 1, "alerts_dlq": 1}  # fmt: skip
+              "dlq": 1, "labels_dlq": 1, "alerts_dlq": 1,
+              "retrain_transactions": 1, "retrain_labels": 1, "retrain_dlq": 1}  # fmt: skip
     topics = {key: f"obs-{key}-{tag}" for key in layout}
     ensure_topics(_admin(kafka), [TopicSpec(topics[k], n) for k, n in layout.items()])
     return topics
@@ -254,7 +260,10 @@ def live(
         alerts=topics["alerts"], labels=topics["labels"], dlq=topics["dlq"],
         labels_dlq=topics["labels_dlq"], model_name=model_name, logs=workdir,
     )  # fmt: skip
-    ports = {name: lv.free_port() for name in ("prometheus", "alerting", "exporter", "producer")}
+    ports = {
+        name: lv.free_port()
+        for name in ("prometheus", "alerting", "exporter", "producer", "retrainer")
+    }
     api_key = uuid.uuid4().hex
     state = Live(url=f"http://127.0.0.1:{ports['prometheus']}")
     try:
@@ -280,12 +289,25 @@ def live(
                 lv.producer_env(stack.kafka_bootstrap, topics, ports["producer"]),
             )
         )
+        lv.retrain_history(stack.kafka_bootstrap, topics)
+        state.procs.append(
+            lv.Proc.start(
+                "retrainer",
+                [*lv.python_module("trainer"), "schedule"],
+                workdir,
+                lv.retrainer_env(
+                    stack.kafka_bootstrap, topics, ports["retrainer"], stack.mlflow_uri,
+                    f"{model_name}-retrained",
+                ),
+            )
+        )  # fmt: skip
         config = lv.prometheus_config(
             {
                 "prometheus": f"127.0.0.1:{ports['prometheus']}",
                 "scorer": f"127.0.0.1:{state.scorer.port}",
                 "alerting": f"127.0.0.1:{ports['alerting']}",
                 "producer": f"127.0.0.1:{ports['producer']}",
+                "retrainer": f"127.0.0.1:{ports['retrainer']}",
                 # Not in prometheus.yml yet: the job the compose/launcher exporter gets.
                 "redis-exporter": f"127.0.0.1:{ports['exporter']}",
             },
@@ -361,7 +383,7 @@ def _wait_for_data(
 
 def test_every_target_is_scraped(live: Live) -> None:
     targets = live.api("/api/v1/targets")["activeTargets"]
-    assert {t["labels"]["job"] for t in targets} >= {"scorer", "alerting", "producer"}
+    assert {t["labels"]["job"] for t in targets} >= {"scorer", "alerting", "producer", "retrainer"}
     down = {t["labels"]["job"]: t["lastError"] for t in targets if t["health"] != "up"}
     assert not down, down
 
