@@ -22,7 +22,7 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 
 from alerting.dlq import DeadLetters
-from alerting.metrics import DELIVERED, DELIVERY_LATENCY, FAILED, SUPPRESSED
+from alerting.metrics import DELIVERED, DELIVERY_LATENCY, FAILED, SUPPRESSED, UNROUTED
 from alerting.rules import Rules
 from alerting.sinks import Notification, Outcome, Sink
 from alerting.store import (
@@ -33,6 +33,7 @@ from alerting.store import (
     StoredAlert,
 )
 from alerting.store import DELIVERED as DELIVERED_STATE
+from fraudcore.contracts import parse_time
 from fraudcore.logs import kv
 
 logger = logging.getLogger(__name__)
@@ -125,7 +126,14 @@ class Dispatcher:
         with self.store.tx() as conn:
             for alert in batch:
                 record = alert.record
-                for sink in self.rules.route(record["severity"], record["score"]):
+                age_s = now - parse_time(record["event_time"])
+                sinks = self.rules.route(record["severity"], record["score"], age_s)
+                # A sink this alert was planned for before is still owed its outcome, even
+                # if the alert has since grown too old for the route.
+                sinks += [s for aid, s in recorded if aid == alert.alert_id and s not in sinks]
+                if not sinks:
+                    UNROUTED.inc()
+                for sink in sinks:
                     key = (alert.alert_id, sink)
                     # A replayed alert (same id) is delivered at most once per sink.
                     if key in planned:

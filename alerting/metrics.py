@@ -20,6 +20,10 @@ RETRIES = Counter(
 DEAD_LETTERED = Counter(
     "alerting_alerts_dead_lettered", "Messages sent to the alerts DLQ, by reason.", ["reason"]
 )
+UNROUTED = Counter(
+    "alerting_alerts_unrouted",
+    "Alerts stored but sent to no sink: no route matched (e.g. too old for max_age_seconds).",
+)
 SUPPRESSED = Counter(
     "alerting_alerts_suppressed", "Alerts folded into a suppression window, by sink.", ["sink"]
 )

@@ -48,12 +48,17 @@ class Route(_Strict):
     severity: list[Severity] | None = None  # None: any severity
     min_score: float = Field(default=0.0, ge=0, le=1)
     max_score: float = Field(default=1.0, ge=0, le=1)
+    # Only alerts on transactions at most this old (seconds) match: the old alerts of a
+    # backfill or a replay are stored for the review page, not sent to people.
+    max_age_seconds: float | None = Field(default=None, gt=0)
     sinks: list[str] = Field(min_length=1)
     # Like Alertmanager: the first matching route wins unless it says to continue.
     continue_: bool = Field(default=False, alias="continue")
 
-    def matches(self, severity: str, score: float) -> bool:
+    def matches(self, severity: str, score: float, age_s: float = 0.0) -> bool:
         if self.severity is not None and severity not in self.severity:
+            return False
+        if self.max_age_seconds is not None and age_s > self.max_age_seconds:
             return False
         return self.min_score <= score <= self.max_score
 
@@ -88,11 +93,12 @@ class Rules(_Strict):
                     )
         return self
 
-    def route(self, severity: str, score: float) -> list[str]:
-        """The sinks an alert goes to, in config order, each once."""
+    def route(self, severity: str, score: float, age_s: float = 0.0) -> list[str]:
+        """The sinks an alert goes to, in config order, each once; `age_s` is how long
+        ago its transaction happened."""
         chosen: dict[str, None] = {}
         for route in self.routes:
-            if route.matches(severity, score):
+            if route.matches(severity, score, age_s):
                 chosen.update(dict.fromkeys(route.sinks))
                 if not route.continue_:
                     break

@@ -224,3 +224,32 @@ def test_burst_for_one_user_is_folded_into_one_summary_across_a_restart(
     metrics = second.http.get("/metrics").text
     assert 'alerting_alerts_suppressed_total{sink="hook"} 3.0' in metrics
     assert 'alerting_alerts_delivered_total{kind="summary",sink="hook"} 1.0' in metrics
+
+
+def test_alerts_on_old_transactions_are_stored_and_sent_to_no_one(
+    service_config: ServiceConfig,
+    start_service: Callable[..., Service],
+    receiver: Callable[..., Receiver],
+    unique_name: Callable[[str], str],
+) -> None:
+    """A backfill's alerts: the route takes only transactions of the last hour, so the
+    month-old ones are stored for the review page and counted, and only the fresh one
+    reaches the webhook."""
+    hook = receiver(lambda key, n: 200)
+    service_config.rules = webhook_rules(hook.url).replace(
+        'name = "all"', 'name = "all"\nmax_age_seconds = 3600'
+    )
+    service = start_service()
+    old = [make_alert(unique_name("user"), event_ts=time.time() - 30 * 86_400) for _ in range(3)]
+    fresh = make_alert(unique_name("user"))
+    produce(service_config.bootstrap, service_config.alerts_topic, [*old, fresh])
+
+    def metrics() -> str:
+        return str(service.http.get("/metrics").text)
+
+    assert wait_until(lambda: "alerting_alerts_unrouted_total 3.0" in metrics())
+    assert wait_until(lambda: set(hook.deduped()) == {fresh["alert_id"]})
+    for alert in old:
+        detail = service.http.get(f"/alerts/{alert['alert_id']}")
+        assert detail.status_code == 200 and detail.json()["deliveries"] == []
+    assert states(service, fresh) == ["delivered"]

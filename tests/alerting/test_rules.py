@@ -24,10 +24,26 @@ ROUTED = {
 }
 
 
-def test_the_shipped_rules_file_loads_and_logs_everything() -> None:
+def test_the_shipped_rules_file_loads_and_logs_everything_of_the_last_day() -> None:
     rules = load_rules(DEFAULT_RULES_FILE, environ={})
     assert rules.route("low", 0.5) == ["log"]
-    assert rules.route("critical", 0.99) == ["log"]
+    assert rules.route("critical", 0.99, age_s=86_000) == ["log"]
+    assert rules.route("critical", 0.99, age_s=30 * 86_400) == []  # a backfill's
+
+
+def test_a_route_too_young_for_an_alert_lets_the_next_route_match() -> None:
+    rules = parse_rules(
+        {
+            "sinks": {"log": {"type": "log"}, "pager": {"type": "webhook", "url": "http://x/"}},
+            "routes": [
+                {"name": "fresh", "max_age_seconds": 3600, "sinks": ["pager"]},
+                {"name": "rest", "sinks": ["log"]},
+            ],
+        },
+        environ={},
+    )
+    assert rules.route("high", 0.9, age_s=60) == ["pager"]
+    assert rules.route("high", 0.9, age_s=7200) == ["log"]
 
 
 @pytest.mark.parametrize(
