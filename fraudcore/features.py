@@ -144,7 +144,7 @@ FEATURES: tuple[FeatureDef, ...] = (
     FeatureDef(
         "user_amount_ratio_30d",
         "amount divided by the user's 30-day mean",
-        "amount is {value:.1f}x this user's 30-day mean",
+        "amount is {value:.2g}x this user's 30-day mean",
     ),
     FeatureDef(
         "user_amount_zscore_30d",
@@ -220,14 +220,14 @@ FEATURES: tuple[FeatureDef, ...] = (
     FeatureDef(
         "merchant_fraud_ratio_7d",
         "frauds reported in 7 days per transaction (+1) in 7 days",
-        "{value:.1%} of this merchant's recent transactions reported as fraud; "
-        "usual is {usual:.1%}",
+        "{value:.3f} frauds reported per transaction at this merchant in 7 days; "
+        "usual is {usual:.3f}",
     ),
     FeatureDef(
         "merchant_fraud_ratio_30d",
         "frauds reported in 30 days per transaction (+1) in 30 days",
-        "{value:.1%} of this merchant's transactions in 30 days reported as fraud; "
-        "usual is {usual:.1%}",
+        "{value:.3f} frauds reported per transaction at this merchant in 30 days; "
+        "usual is {usual:.3f}",
     ),
 )
 FEATURE_NAMES: tuple[str, ...] = tuple(f.name for f in FEATURES)
