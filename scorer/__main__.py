@@ -75,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         assert scorer.store is not None
         folder = LabelFolder(settings, scorer.store, stop)
         folder.start()
+        folder.wait_caught_up(settings.scorer_labels_catch_up_s)
     try:
         code = scorer.run()
     finally:

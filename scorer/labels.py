@@ -42,9 +42,30 @@ class LabelFolder:
         self.thread = threading.Thread(target=self.run, name="label-folder", daemon=True)
         # What stopped the folder, if anything did: the process then exits non-zero.
         self.failed: BaseException | None = None
+        # Set once the labels published before the start are folded (and committed, by
+        # this folder or another of the group).
+        self.caught_up = threading.Event()
+        self._targets: list[TopicPartition] = []
 
     def start(self) -> None:
         self.thread.start()
+
+    def wait_caught_up(self, timeout_s: float) -> bool:
+        """Block (bounded, logged) until the labels published before the start are
+        folded, so that the first transactions scored see the fraud reports of their
+        time; returns whether they were."""
+        started = time.monotonic()
+        while not self.caught_up.wait(0.5):
+            if self.stop.is_set() or time.monotonic() - started >= timeout_s:
+                if not self.stop.is_set():
+                    logger.warning(
+                        "labels not folded yet, scoring anyway %s", kv(waited_s=timeout_s)
+                    )
+                return False
+        logger.info(
+            "scoring starts %s", kv(labels_folded_in_s=round(time.monotonic() - started, 1))
+        )
+        return True
 
     def run(self) -> None:
         base = self.settings.client_config()
@@ -53,10 +74,14 @@ class LabelFolder:
         try:
             limit = dead_letter_limit(AdminClient(base), self.settings.topic_labels_dlq)
             consumer.subscribe([self.settings.topic_labels])
+            self._targets = self._end_offsets(consumer)
+            self._check_caught_up(consumer)
             while not self.stop.is_set():
                 msgs = consumer.consume(500, 0.5)
                 if msgs:
                     self._fold(msgs, consumer, producer, limit)
+                if not self.caught_up.is_set():
+                    self._check_caught_up(consumer)
         except BaseException as exc:
             self.failed = exc
             logger.exception("label folder stopped, stopping the scorer")
@@ -64,6 +89,34 @@ class LabelFolder:
         finally:
             consumer.close()
             producer.flush(5)
+
+    def _end_offsets(self, consumer: Consumer) -> list[TopicPartition]:
+        topic = self.settings.topic_labels
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = []
+        for p in partitions:
+            _low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+            ends.append(TopicPartition(topic, p, high))
+        logger.info(
+            "folding the labels published before the start %s",
+            kv(topic=topic, labels_up_to=sum(t.offset for t in ends)),
+        )
+        return ends
+
+    def _check_caught_up(self, consumer: Consumer) -> None:
+        """The group's committed offsets have reached the end offsets taken at start."""
+        pending = [t for t in self._targets if t.offset > 0]
+        if pending:
+            committed = {
+                t.partition: t.offset
+                for t in consumer.committed(
+                    [TopicPartition(t.topic, t.partition) for t in pending], timeout=10
+                )
+            }
+            if any(committed.get(t.partition, -1) < t.offset for t in pending):
+                return
+        self.caught_up.set()
+        logger.info("labels published before the start are folded")
 
     def _fold(
         self, msgs: list[Message], consumer: Consumer, producer: Producer, limit: int

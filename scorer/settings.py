@@ -18,6 +18,10 @@ class ScorerSettings(KafkaSettings, TopicSettings):
 
     scorer_group_id: str = "scorer"
     scorer_labels_group_id: str = "scorer-labels"
+    # At start, the labels already published are folded before scoring begins, for at
+    # most this long: a scorer catching up on history then sees each merchant's fraud
+    # reports as they were at each transaction's time, as the trainer did.
+    scorer_labels_catch_up_s: float = Field(default=120.0, ge=0)
     # Stable per instance: a restarted instance fences its own zombie (Kafka EOS).
     scorer_instance_id: str = Field(default_factory=socket.gethostname)
     # Micro-batches: whichever comes first, the size or the wait, which counts from when
