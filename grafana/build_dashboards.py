@@ -383,11 +383,13 @@ MODEL = Dashboard(
         ),
         Panel(
             "Alert share against budget",
-            "Alerted share of scored transactions over 15 minutes, the alert budget of the "
-            "model in use and the band around it (half to twice the budget; alert "
-            "AlertShareOutOfBand where at least 10 alerts are expected).",
+            "Alerted share of scored transactions over 15 minutes and over a day, the alert "
+            "budget of the model in use and the band around it (half to twice the budget; "
+            "alert AlertShareOutOfBand where 15 minutes expect at least 10 alerts, else "
+            "AlertShareOutOfBandDaily over the day).",
             (
                 q("max(job:scorer_alert_share:ratio15m)", "alerted share, 15 min"),
+                q("max(job:scorer_alert_share:ratio1d)", "alerted share, 1 day"),
                 q("max(job:scorer_alert_budget:max)", "budget"),
                 q("2 * max(job:scorer_alert_budget:max)", "2x budget"),
                 q("0.5 * max(job:scorer_alert_budget:max)", "0.5x budget"),

@@ -111,6 +111,12 @@ ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
         "job:scorer_alert_budget:max",
         "sum by (job) (increase(scorer_transactions_scored_total[15m]))",
     ),
+    "AlertShareOutOfBandDaily": (
+        "job:scorer_alert_share:ratio1d",
+        "job:scorer_alert_budget:max",
+        "sum by (job) (increase(scorer_transactions_scored_total[1d]))",
+        "sum by (job) (increase(scorer_transactions_scored_total[15m]))",
+    ),
     "ScorerModelNotLoaded": ("scorer_model_loaded",),
     "ScorerModelStale": (
         "time() - scorer_model_loaded_timestamp_seconds",
