@@ -25,7 +25,7 @@ ENGINE := command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
 # Extra arguments, e.g. make up ARGS="--services kafka,redis", make test ARGS="-x tests/launcher"
 ARGS ?=
 
-.PHONY: help install system-packages up down status logs test lint clean bench
+.PHONY: help install system-packages up down status logs test lint clean bench e2e
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -65,6 +65,9 @@ logs: ## The end of each service's log
 
 test: install ## Run every test; pytest's fixtures start and stop the test stack
 	$(PY) -m pytest $(ARGS)
+
+e2e: install ## make up's path end to end at its full 2,000 cards, with the figures (tests/test_make_up.py)
+	FRAUD_E2E_CARDS=2000 $(PY) -m pytest tests/test_make_up.py -s $(ARGS)
 
 bench: install ## Benchmark one scorer and the naive baseline on the running stack (bench/README.md)
 	$(PY) -m bench --ensure-stack --readme $(ARGS)

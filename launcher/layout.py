@@ -12,7 +12,7 @@ from typing import Literal
 from urllib.parse import urlsplit
 
 from fraudcore.settings import REPO_ROOT, TopicSettings, load_settings
-from launcher.apps import APPS
+from launcher.apps import APPS, WORLD_CARDS
 
 Profile = Literal["stack", "test"]
 RUN_ROOT = REPO_ROOT / ".run"
@@ -58,6 +58,8 @@ class Layout:
     app_ports: dict[str, int] = field(default_factory=dict)
     # Names of the stack topics created once Kafka is up; None: create none.
     topics: TopicSettings | None = None
+    # Cards of the simulated world the producer runs (launcher.apps.world).
+    cards: int = WORLD_CARDS
 
     @property
     def kafka_bootstrap(self) -> str:

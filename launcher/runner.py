@@ -20,7 +20,7 @@ from dotenv import dotenv_values
 from fraudcore.logs import kv
 from fraudcore.settings import REPO_ROOT, env_file
 from launcher import process
-from launcher.apps import BOOTSTRAP, BOOTSTRAP_TIMEOUT_S, missing_entry_point
+from launcher.apps import BOOTSTRAP_TIMEOUT_S, bootstrap, missing_entry_point
 from launcher.layout import Layout
 from launcher.probes import StartError, tail, wait_until
 from launcher.services import INFRA, Service, all_services
@@ -175,12 +175,13 @@ class Launcher:
             service.on_healthy()
 
     def _bootstrap(self) -> None:
-        missing = missing_entry_point(BOOTSTRAP[0])
+        command = bootstrap(self.layout.cards)
+        missing = missing_entry_point(command[0])
         if missing:
             logger.warning("skipped model bootstrap %s", kv(reason=missing))
             return
-        log_file = self.log_file("-".join(BOOTSTRAP[:2]))
-        argv = [sys.executable, "-m", *BOOTSTRAP]
+        log_file = self.log_file("-".join(command[:2]))
+        argv = [sys.executable, "-m", *command]
         logger.info("model bootstrap %s", kv(command=" ".join(argv[1:]), log=log_file))
         with open(log_file, "a") as log:
             try:

@@ -15,7 +15,7 @@ from fraudcore.kafka import ensure_topics
 from fraudcore.logs import kv
 from fraudcore.topics import stack_topics
 from launcher import kafka, probes
-from launcher.apps import APPS, AppService, missing_entry_point
+from launcher.apps import APPS, WORLD, AppService, missing_entry_point, world
 from launcher.layout import Layout
 from launcher.prometheus import write_local_config
 
@@ -176,6 +176,7 @@ def infra_services(layout: Layout) -> list[Service]:
 
 
 def app_service(layout: Layout, app: AppService) -> Service:
+    args = world(layout.cards) if app.args == WORLD else app.args
     url = f"http://127.0.0.1:{layout.app_ports[app.name]}{app.health_path}"
     return Service(
         name=app.name,
@@ -183,8 +184,8 @@ def app_service(layout: Layout, app: AppService) -> Service:
         # Under a supervisor that starts it again when it exits non-zero, as a compose
         # restart policy would (launcher/supervise.py).
         argv=(sys.executable, "-m", "launcher.supervise", "--name", app.name, "--",
-              sys.executable, "-m", app.package, *app.args),
-        fingerprint=(f"-m {app.package}", *app.args[:1]),
+              sys.executable, "-m", app.package, *args),
+        fingerprint=(f"-m {app.package}", *args[:1]),
         probe=partial(probes.http_ok, url),
         timeout_s=90,
         health=f"GET {url}",

@@ -13,6 +13,7 @@ from producer.simulator import Simulator, TrafficConfig
 from scorer import explain
 from scorer.treeeval import compile_model
 from tests.scorer.models import boosted_model
+from tests.scorer.signatures import SIGNATURES
 from trainer.models import ModelConfig, fit_model
 
 AMOUNT = FEATURE_INDEX["amount"]
@@ -112,33 +113,6 @@ def test_severity_quarters_the_room_above_the_threshold() -> None:
     assert explain.severity(1.0, 0.9) == "critical"
 
 
-# What defines each scenario of the simulator (producer/README.md), as features.
-SIGNATURES: dict[str, frozenset[str]] = {
-    # A burst of small payments seconds apart, at new merchants, from the tester's own
-    # device wherever the tester is.
-    "card_testing": frozenset({
-        "user_txn_count_1m", "user_txn_count_10m", "user_txn_count_1h", "user_txn_count_24h",
-        "user_seconds_since_prev", "user_distinct_merchants_24h", "user_new_device",
-        "amount", "user_amount_ratio_30d", "user_distance_km_prev", "user_new_country",
-        "user_distinct_countries_24h",
-    }),
-    # Large online purchases from a new device in a country never used.
-    "account_takeover": frozenset({
-        "user_new_device", "user_new_country", "user_distinct_countries_24h", "amount",
-        "user_amount_ratio_30d", "user_amount_zscore_30d",
-    }),
-    # Card-present on another continent minutes after a payment at home.
-    "impossible_travel": frozenset({
-        "user_speed_kmh_prev", "user_distance_km_prev", "user_new_country",
-        "user_distinct_countries_24h",
-    }),
-    "amount_spike": frozenset({"amount", "user_amount_ratio_30d", "user_amount_zscore_30d"}),
-    # A merchant whose recent transactions turn out fraud.
-    "compromised_merchant": frozenset({
-        "merchant_fraud_count_1d", "merchant_fraud_count_7d", "merchant_fraud_count_30d",
-        "merchant_fraud_ratio_7d", "merchant_fraud_ratio_30d",
-    }),
-}  # fmt: skip
 DAY_S = 86_400.0
 
 
