@@ -167,25 +167,3 @@ def budget_threshold(scores: np.ndarray, budget: float) -> float:
     if scores.size == 0:
         return 1.0
     return float(np.quantile(scores, 1.0 - budget, method="higher"))
-
-
-def expected_share_threshold(
-    legit_scores: np.ndarray, fraud_scores: np.ndarray, fraud_rate: float, budget: float
-) -> float:
-    """The lowest score threshold whose expected alerted share of traffic with
-    `fraud_rate` fraud is at most `budget`: (1 - rate) * P(legit alerts) + rate * P(fraud
-    alerts). A plain quantile of one period's scores counts that period's frauds, so a
-    month with a burst of card testing sets a threshold that then alerts far under the
-    budget; the long-run rate keeps the false alerts, the bulk of the volume, steady."""
-    candidates = np.unique(np.concatenate([legit_scores, fraud_scores, [1.0]]))
-    legit = np.sort(legit_scores)
-    fraud = np.sort(fraud_scores)
-
-    def alerted(scores: np.ndarray) -> np.ndarray:
-        if scores.size == 0:
-            return np.zeros(candidates.size)
-        return 1.0 - np.searchsorted(scores, candidates, side="left") / scores.size
-
-    share = (1.0 - fraud_rate) * alerted(legit) + fraud_rate * alerted(fraud)
-    within = np.flatnonzero(share <= budget)  # share falls as the threshold rises
-    return float(candidates[within[0]])

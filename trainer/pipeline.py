@@ -20,7 +20,7 @@ from trainer.dataset import FeatureTable, add_labels, build_table, fingerprint
 from trainer.holdout import Holdout, Split, auto_holdout, book_holdout, make_split
 from trainer.labels import LabelBook
 from trainer.metrics import evaluate
-from trainer.models import ModelConfig, expected_share_threshold, fit_model
+from trainer.models import ModelConfig, budget_threshold, fit_model
 from trainer.progress import Bars
 from trainer.sources import Event, FileStats, Preset, read_file
 from trainer.timeutil import iso
@@ -211,11 +211,7 @@ def train_on(
     train_seconds = time.perf_counter() - started
     test_x = table.features[split.test_rows]
     scores = model.score(test_x)
-    targets = np.concatenate([split.train_targets, split.test_targets])
-    fraud_rate = float(targets.mean()) if targets.size else 0.0
-    recalibrate_threshold(
-        model, scores, split.test_targets, fraud_rate, config.alert_budget, holdout
-    )
+    recalibrate_threshold(model, scores, config.alert_budget, holdout)
     scenarios = table.labels.scenarios(table.transaction_ids[split.test_rows])
     figures = evaluate(
         scores,
@@ -233,31 +229,20 @@ def train_on(
 
 
 def recalibrate_threshold(
-    model: FraudModel,
-    recent_scores: np.ndarray,
-    recent_targets: np.ndarray,
-    fraud_rate: float,
-    budget: float,
-    holdout: Holdout,
+    model: FraudModel, recent_scores: np.ndarray, budget: float, holdout: Holdout
 ) -> None:
     """Set the threshold on the most recent traffic, the test period, instead of the
     training rows: a model scores the rows it was fitted on higher than new ones (a
     boosted model's training scores crowd at the top), so a threshold taken there alerts
-    on a share of live traffic far from the budget. The share is the one expected at the
-    long-run `fraud_rate` (training and test periods), from the test period's legit and
-    fraud scores apart (trainer.models.expected_share_threshold); the run logs both
-    thresholds."""
+    on a share of live traffic far from the budget. It is a share of the scores, chosen
+    without looking at any label; the run logs both thresholds."""
     model.metadata["threshold_on_training"] = model.threshold
     if recent_scores.size * budget < MIN_EXPECTED_ALERTS:
         model.metadata["threshold_from"] = "training period (test period too small)"
         return
-    frauds = recent_targets == 1
-    model.threshold = expected_share_threshold(
-        recent_scores[~frauds], recent_scores[frauds], fraud_rate, budget
-    )
+    model.threshold = budget_threshold(recent_scores, budget)
     model.metadata["threshold_from"] = (
-        f"test period {iso(holdout.test_start)}..{iso(holdout.test_end)}, "
-        f"at a fraud rate of {fraud_rate:.4%}"
+        f"test period {iso(holdout.test_start)}..{iso(holdout.test_end)}"
     )
 
 
