@@ -46,8 +46,11 @@ class PartitionAligner:
             if event_ts > self.heads.get(partition, -math.inf):
                 self.heads[partition] = event_ts
 
-    def forget(self, partitions: list[TopicPartition]) -> None:
-        """On assign and revoke: a partition's head and pause start over."""
+    def forget(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """On assign and revoke: a partition's head and pause start over. The client
+        keeps a partition's pause across a revoke and a later assign, so it is resumed
+        here: a partition handed back must not stay paused with nobody to resume it."""
+        consumer.resume(partitions)
         for tp in partitions:
             self.heads.pop(tp.partition, None)
             self.paused.discard(tp.partition)

@@ -625,13 +625,13 @@ class Scorer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.lag.assigned(partitions)
-        self.aligner.forget(partitions)
+        self.aligner.forget(consumer, partitions)
         logger.info(
             "partitions assigned %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.aligner.forget(partitions)
+        self.aligner.forget(consumer, partitions)
         # The batch in flight may hold messages of these partitions: commit it while they
         # are still ours (the batch after it is not consumed yet).
         self._rewound = {}

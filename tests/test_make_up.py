@@ -8,8 +8,8 @@ scores it and goes on live. Judged on what the champion never saw, the transacti
 its test period (its threshold was chosen on that period's scores):
 - the champion is supervised and its MLflow run has its figures and plots;
 - the alerted share is within half to twice the alert budget;
-- recall at the budget, overall and per injected scenario, is far above what alerting the
-  same share at random would catch (that share itself);
+- recall at the budget from the test period on, overall and per injected scenario, is far
+  above what alerting the same share at random would catch (that share itself);
 - each alert's reasons raised its score, and the alerts of each scenario name its
   signature features;
 - live first payments of brand-new cards are not alerted: the model learned nothing
@@ -172,6 +172,8 @@ class Unseen:
     test_period_scores: dict[str, float]
     scenario: dict[str, str]  # transaction id -> scenario, the frauds of both
     alerts: list[dict[str, Any]]  # the alerts of both, in stream order
+    # The busiest merchant without a reported fraud: where a new card pays in the test.
+    quiet_merchant: str
 
     def after_test_period(self) -> list[dict[str, Any]]:
         return [a for a in self.alerts if a["transaction_id"] in self.scores]
@@ -181,23 +183,31 @@ class Unseen:
 def unseen(up: UpStack, champion: Champion) -> Unseen:
     scores: dict[str, float] = {}
     test_period: dict[str, float] = {}
+    busy: Counter[str] = Counter()
     for s in values(read_topic(up.kafka, "scores", timeout_s=120)):
         at = parse_time(s["event_time"])
         if s["model_version"] != champion.version or at < champion.test_start:
             continue
         (scores if at > champion.test_end else test_period)[s["transaction_id"]] = s["score"]
-    scenario = {
-        label["transaction_id"]: label.get("scenario", "unknown")
+        busy[s["merchant_id"]] += 1
+    frauds = [
+        label
         for label in values(read_topic(up.kafka, "labels", timeout_s=120))
         if label["label"] == "fraud"
-        and (label["transaction_id"] in scores or label["transaction_id"] in test_period)
+    ]
+    scenario = {
+        label["transaction_id"]: label.get("scenario", "unknown")
+        for label in frauds
+        if label["transaction_id"] in scores or label["transaction_id"] in test_period
     }
+    reported = {label["merchant_id"] for label in frauds}
+    quiet = next(m for m, _ in busy.most_common() if m not in reported)
     alerts = [
         a
         for a in values(read_topic(up.kafka, "alerts", timeout_s=120))
         if a["transaction_id"] in scores or a["transaction_id"] in test_period
     ]
-    return Unseen(scores, test_period, scenario, alerts)
+    return Unseen(scores, test_period, scenario, alerts, quiet)
 
 
 def test_the_first_champion_is_supervised_with_its_figures(champion: Champion) -> None:
@@ -238,11 +248,15 @@ def test_the_alert_share_on_unseen_traffic_holds_the_budget(
 
 
 def test_recall_at_the_budget_per_scenario(champion: Champion, unseen: Unseen) -> None:
-    after = {tx: name for tx, name in unseen.scenario.items() if tx in unseen.scores}
-    frauds = Counter(after.values())
-    caught = Counter(name for tx, name in after.items() if unseen.scores[tx] >= champion.threshold)
-    share = sum(s >= champion.threshold for s in unseen.scores.values()) / len(unseen.scores)
-    print("\nrecall at the budget on unseen traffic:")
+    """Over the test period and after it: the threshold is a share of the test period's
+    scores, chosen without a label."""
+    scores = {**unseen.test_period_scores, **unseen.scores}
+    frauds = Counter(unseen.scenario.values())
+    caught = Counter(
+        name for tx, name in unseen.scenario.items() if scores[tx] >= champion.threshold
+    )
+    share = sum(s >= champion.threshold for s in scores.values()) / len(scores)
+    print("\nrecall at the budget from the test period on:")
     for name in sorted(frauds):
         print(f"  {name}: {caught[name]}/{frauds[name]} = {caught[name] / frauds[name]:.2f}")
     total = sum(frauds.values())
@@ -340,13 +354,15 @@ def test_the_scorer_computed_the_trainers_merchant_features(
     assert not {n: c for n, c in differ.items() if n in MERCHANT_NAMES}
 
 
-def test_a_new_cards_first_payment_is_not_an_alert(up: UpStack, champion: Champion) -> None:
+def test_a_new_cards_first_payment_is_not_an_alert(
+    up: UpStack, champion: Champion, unseen: Unseen
+) -> None:
     tag = uuid.uuid4().hex[:8]
     now = time.time()
     payments = [
         {
             "schema_version": 1, "transaction_id": f"e2e-{tag}-{i}", "user_id": f"e2e-{tag}-{i}",
-            "merchant_id": "sim-m00001", "amount": amount, "timestamp": format_time(now - 60 + i),
+            "merchant_id": unseen.quiet_merchant, "amount": amount, "timestamp": format_time(now - 60 + i),
             "currency": "EUR", "merchant_category": "grocery", "channel": "pos",
             "country": "FR", "lat": 48.85, "lon": 2.35, "device_id": f"dev-{tag}-{i}",
         }
