@@ -27,10 +27,15 @@ class AppService:
     # one, the launcher generates a random value, kept in the run folder (secrets.env).
     secrets: tuple[str, ...] = ()
     module: str = ""
+    # It runs the simulated world: its arguments are world(cards) of the layout.
+    simulates: bool = False
 
     @property
     def package(self) -> str:
         return self.module or self.name
+
+    def arguments(self, cards: int) -> tuple[str, ...]:
+        return world(cards) if self.simulates else self.args
 
 
 # The simulated world `make up` starts: 2,000 cards paying 2.5 times a day (as the Fraud
@@ -60,8 +65,7 @@ def world(cards: int = WORLD_CARDS) -> tuple[str, ...]:
 WORLD = world()
 
 APPS: tuple[AppService, ...] = (
-    # Its arguments are world(layout.cards): WORLD unless a layout says otherwise.
-    AppService("producer", "producer_metrics_port", "/metrics", args=WORLD),
+    AppService("producer", "producer_metrics_port", "/metrics", simulates=True),
     AppService("alerting", "alerting_http_port", "/health", secrets=("ALERTING_API_KEY",)),
     AppService("scorer", "scorer_http_port", "/health", needs_model=True),
     # Retrains from the topics once a day and promotes through the gate (trainer/schedule.py).

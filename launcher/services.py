@@ -15,7 +15,7 @@ from fraudcore.kafka import ensure_topics
 from fraudcore.logs import kv
 from fraudcore.topics import stack_topics
 from launcher import kafka, probes
-from launcher.apps import APPS, WORLD, AppService, missing_entry_point, world
+from launcher.apps import APPS, AppService, missing_entry_point
 from launcher.layout import Layout
 from launcher.prometheus import write_local_config
 
@@ -176,7 +176,7 @@ def infra_services(layout: Layout) -> list[Service]:
 
 
 def app_service(layout: Layout, app: AppService) -> Service:
-    args = world(layout.cards) if app.args == WORLD else app.args
+    args = app.arguments(layout.cards)
     url = f"http://127.0.0.1:{layout.app_ports[app.name]}{app.health_path}"
     return Service(
         name=app.name,

@@ -30,7 +30,6 @@ from fraudcore.dead_letter import FRAMING_BYTES, PRODUCER_MAX_MESSAGE_BYTES, dea
 from fraudcore.kafka import consumer_config, produce_waiting, producer_config, wait_for_kafka
 from fraudcore.logs import kv, where
 from scorer import metrics, user_kernel
-from scorer.alignment import PartitionAligner
 from scorer.drift import DriftTracker
 from scorer.feature_pipeline import FeaturePipeline, PendingFeatures
 from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
@@ -170,7 +169,6 @@ class Scorer:
                 settings.scorer_stall_timeout_s, settings.scorer_max_outage_s + STALL_EXIT_MARGIN_S
             ),
         )
-        self.aligner = PartitionAligner(settings.scorer_partition_skew_s)
         self.lag = LagProbe(
             settings.client_config(), settings.scorer_group_id, LAG_PROBE_INTERVAL_S
         )
@@ -284,8 +282,6 @@ class Scorer:
                 msgs = consumer.consume(settings.scorer_batch_max_size, max(0.0, timeout))
                 taken_at = time.monotonic()
                 self._step(msgs, consumer, producer)
-                if msgs:
-                    self.aligner.align(consumer)
                 if not msgs and self._in_flight is None and not self._commit_pending:
                     self.watchdog.progressed()  # nothing to do
             if self._in_flight is not None:
@@ -365,7 +361,6 @@ class Scorer:
         )
         if with_unknown:
             metrics.unknown_fields.inc(with_unknown)
-        self.aligner.observe((a.msg.partition() or 0, a.tx.ts_ms / 1000) for a in batch.accepted)
         t_decode = time.perf_counter()
         batch.pending = self._pipeline().submit(
             [a.tx for a in batch.accepted],
@@ -625,13 +620,11 @@ class Scorer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.lag.assigned(partitions)
-        self.aligner.forget(consumer, partitions)
         logger.info(
             "partitions assigned %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        self.aligner.forget(consumer, partitions)
         # The batch in flight may hold messages of these partitions: commit it while they
         # are still ours (the batch after it is not consumed yet).
         self._rewound = {}

@@ -22,9 +22,6 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     # most this long: a scorer catching up on history then sees each merchant's fraud
     # reports as they were at each transaction's time, as the trainer did.
     scorer_labels_catch_up_s: float = Field(default=120.0, ge=0)
-    # A partition whose event time runs this far ahead of the slowest one with messages
-    # left is paused until that one catches up (scorer/alignment.py).
-    scorer_partition_skew_s: float = Field(default=60.0, ge=0)
     # Stable per instance: a restarted instance fences its own zombie (Kafka EOS).
     scorer_instance_id: str = Field(default_factory=socket.gethostname)
     # Micro-batches: whichever comes first, the size or the wait, which counts from when

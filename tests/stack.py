@@ -4,7 +4,7 @@
    (and optionally FRAUD_TEST_PROMETHEUS_URL) name a running stack;
 2. testcontainers, when a Docker engine answers;
 3. the local launcher (profile `test`): real processes on the TEST_* ports of .env, run
-   folder .run/test; what this session started is stopped at its end, and a stack that
+   folder .run/test; what this pytest run started is stopped at its end, and a stack that
    was already running (someone's `python -m launcher up --profile test`) is reused.
 
 Failing to get a service is an error, never a skip.
@@ -109,7 +109,7 @@ def _launched() -> Iterator[TestStack]:
             source="launcher",
         )
     finally:
-        # Only what this session started: a stack someone else brought up stays up.
+        # Only what this pytest run started: a stack someone else brought up stays up.
         if launcher.started:
             launcher.down(launcher.started)
 

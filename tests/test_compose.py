@@ -25,7 +25,7 @@ from pydantic_settings import BaseSettings
 
 from fraudcore.settings import TopicSettings
 from fraudcore.topics import stack_topics
-from launcher.apps import APPS, BOOTSTRAP, WORLD
+from launcher.apps import APPS, BOOTSTRAP, WORLD, WORLD_CARDS
 from tests.compose_files import (
     COMPOSE_FILE,
     ENV,
@@ -283,7 +283,8 @@ def test_compose_runs_the_launchers_world_and_bootstrap() -> None:
     assert services()["trainer-bootstrap"]["command"] == ["python", "-m", *BOOTSTRAP]
     for app in APPS:
         if "command" in services()[app.name]:
-            assert services()[app.name]["command"] == ["python", "-m", app.package, *app.args]
+            command = ["python", "-m", app.package, *app.arguments(WORLD_CARDS)]
+            assert services()[app.name]["command"] == command
 
 
 def test_mounted_paths_exist_and_named_volumes_are_declared() -> None:

@@ -18,12 +18,10 @@ from fraudcore.kafka import wait_for_kafka
 from fraudcore.logs import kv
 from trainer import kafka_source
 from trainer.models import ModelConfig, NeedsLabelsError
-from trainer.pipeline import DataRequest, SplitRequest
 from trainer.progress import Bars
 from trainer.registry import champion_version, wait_for_mlflow
-from trainer.runner import RunOptions, run_training
+from trainer.runner import RunOptions, from_topics, run_training
 from trainer.settings import ModelKind, TrainerSettings
-from trainer.timeutil import parse_duration
 
 logger = logging.getLogger(__name__)
 # Fewer than this after the wait: too little to fit anything meaningful, give up.
@@ -81,15 +79,8 @@ def run_bootstrap(settings: TrainerSettings, kind: ModelKind | None, bars: Bars)
         return 1
     if count < wanted:
         logger.warning("bootstrapping on fewer transactions %s", kv(have=count, want=wanted))
-    delay = parse_duration(settings.trainer_label_delay)
-    config = ModelConfig(
-        kind=kind or settings.trainer_model,
-        seed=settings.trainer_seed,
-        alert_budget=settings.trainer_alert_budget,
-    )
-    data = DataRequest(label_delay_s=delay, tail=settings.trainer_bootstrap_max_transactions)
-    warmup = SplitRequest(warmup_s=parse_duration(settings.trainer_warmup))
-    options = RunOptions(data, warmup, [config])
+    options = from_topics(settings, settings.trainer_bootstrap_max_transactions, kind)
+    config = options.configs[0]
     try:
         summaries = run_training(settings, options, bars)
     except NeedsLabelsError as exc:

@@ -55,10 +55,19 @@ BudgetOpt = Annotated[
 ]
 NameOpt = Annotated[str | None, typer.Option("--model-name", help="Registered model name.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="No progress bars.")]
+LabelDelayOpt = Annotated[
+    str | None,
+    typer.Option(help="Longest delay of a label (default TRAINER_LABEL_DELAY), e.g. 8d."),
+]
+
+
+def _given(**options: Any) -> dict[str, Any]:
+    """The command-line options given (None: not given), as settings overrides."""
+    return {k: v for k, v in options.items() if v is not None}
 
 
 def _settings(**overrides: Any) -> TrainerSettings:
-    return load_settings(TrainerSettings, **{k: v for k, v in overrides.items() if v is not None})
+    return load_settings(TrainerSettings, **_given(**overrides))
 
 
 def _config(
@@ -421,10 +430,7 @@ def bootstrap(
         int | None, typer.Option(help="Wait for this many transactions on the topic.")
     ] = None,
     wait: Annotated[float | None, typer.Option(help="Longest wait for them, seconds.")] = None,
-    label_delay: Annotated[
-        str | None,
-        typer.Option(help="Longest delay of a label (default TRAINER_LABEL_DELAY), e.g. 8d."),
-    ] = None,
+    label_delay: LabelDelayOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """First model: if the registry has no champion, train one from the topics (bounded)."""
@@ -468,10 +474,7 @@ def schedule(
     ] = None,
     model: ModelOpt = None,
     model_name: NameOpt = None,
-    label_delay: Annotated[
-        str | None,
-        typer.Option(help="Longest delay of a label (default TRAINER_LABEL_DELAY), e.g. 8d."),
-    ] = None,
+    label_delay: LabelDelayOpt = None,
     max_runs: Annotated[
         int | None, typer.Option(help="Stop after this many retrains (default: never).")
     ] = None,
@@ -481,13 +484,13 @@ def schedule(
     from trainer.settings import ScheduleSettings
 
     setup_logging("trainer")
-    overrides = dict(
-        trainer_retrain_every=every,
-        trainer_model=model,
-        model_name=model_name,
-        trainer_label_delay=label_delay,
-    )
     settings = load_settings(
-        ScheduleSettings, **{k: v for k, v in overrides.items() if v is not None}
+        ScheduleSettings,
+        **_given(
+            trainer_retrain_every=every,
+            trainer_model=model,
+            model_name=model_name,
+            trainer_label_delay=label_delay,
+        ),
     )
     raise typer.Exit(run_schedule(settings, Bars(enabled=False), max_runs))

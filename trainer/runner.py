@@ -13,7 +13,8 @@ from trainer.holdout import Holdout, make_split
 from trainer.models import ModelConfig
 from trainer.pipeline import DataRequest, SplitRequest, holdout_split, load_table, train_on
 from trainer.progress import Bars
-from trainer.settings import TrainerSettings
+from trainer.settings import ModelKind, TrainerSettings
+from trainer.timeutil import parse_duration
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,21 @@ class RunOptions:
     split: SplitRequest
     configs: list[ModelConfig] = field(default_factory=lambda: [ModelConfig()])
     register: bool = True
+
+
+def from_topics(settings: TrainerSettings, tail: int, kind: ModelKind | None = None) -> RunOptions:
+    """A run on the newest `tail` transactions of the topics, as the settings say: their
+    model kind (unless `kind`), label delay and warm-up. The bootstrap's and the retrain
+    service's runs."""
+    config = ModelConfig(
+        kind=kind or settings.trainer_model,
+        seed=settings.trainer_seed,
+        alert_budget=settings.trainer_alert_budget,
+    )
+    data = DataRequest(label_delay_s=parse_duration(settings.trainer_label_delay), tail=tail)
+    return RunOptions(
+        data, SplitRequest(warmup_s=parse_duration(settings.trainer_warmup)), [config]
+    )
 
 
 def run_training(

@@ -27,11 +27,10 @@ from mlflow.tracking import MlflowClient
 from prometheus_client import Counter, Gauge, start_http_server
 
 from fraudcore.logs import kv
-from trainer.models import ModelConfig, NeedsLabelsError
-from trainer.pipeline import DataRequest, SplitRequest
+from trainer.models import NeedsLabelsError
 from trainer.progress import Bars
 from trainer.registry import champion_version
-from trainer.runner import RunOptions, run_training
+from trainer.runner import RunOptions, from_topics, run_training
 from trainer.settings import ScheduleSettings, TrainerSettings
 from trainer.timeutil import parse_duration
 
@@ -125,15 +124,7 @@ class RetrainSchedule:
         self.runs = 0
 
     def options(self) -> RunOptions:
-        s = self.settings
-        config = ModelConfig(
-            kind=s.trainer_model, seed=s.trainer_seed, alert_budget=s.trainer_alert_budget
-        )
-        data = DataRequest(
-            label_delay_s=parse_duration(s.trainer_label_delay),
-            tail=s.trainer_retrain_max_transactions,
-        )
-        return RunOptions(data, SplitRequest(warmup_s=parse_duration(s.trainer_warmup)), [config])
+        return from_topics(self.settings, self.settings.trainer_retrain_max_transactions)
 
     def stop(self, *_: object) -> None:
         self._stop.set()

@@ -20,6 +20,7 @@ from tests.alerting.helpers import (
     produce,
     wait_until,
 )
+from tests.metrics_util import sample
 
 
 def webhook_rules(url: str, *, window_s: float = 0, workers: int = 4, attempts: int = 4) -> str:
@@ -244,10 +245,8 @@ def test_alerts_on_old_transactions_are_stored_and_sent_to_no_one(
     fresh = make_alert(unique_name("user"))
     produce(service_config.bootstrap, service_config.alerts_topic, [*old, fresh])
 
-    def metrics() -> str:
-        return str(service.http.get("/metrics").text)
-
-    assert wait_until(lambda: "alerting_alerts_unrouted_total 3.0" in metrics())
+    metrics = f"{service_config.base_url}/metrics"
+    assert wait_until(lambda: sample(metrics, "alerting_alerts_unrouted_total") == 3)
     assert wait_until(lambda: set(hook.deduped()) == {fresh["alert_id"]})
     for alert in old:
         detail = service.http.get(f"/alerts/{alert['alert_id']}")

@@ -6,11 +6,9 @@ interleaving of partitions, so whole messages can be compared between runs."""
 
 from __future__ import annotations
 
-import re
 import uuid
 from typing import Any, NamedTuple
 
-import httpx
 import redis
 from confluent_kafka.admin import AdminClient
 
@@ -18,6 +16,7 @@ from fraudcore.kafka import ensure_topics
 from fraudcore.topics import TopicSpec
 from scorer.feature_store import FeatureStore
 from tests.kafka_util import produce_records, read_topic, values
+from tests.metrics_util import sample
 from tests.scorer.harness import ScorerProcess, ScorerWorld
 from tests.scorer.streams import stream_records
 from tests.stack import TestStack
@@ -119,6 +118,4 @@ def assert_same_output(
 def committed_scores(scorer: ScorerProcess) -> float:
     """Transactions the scorer has committed scores for (its own metric): fault tests
     wait on it to strike mid-stream."""
-    text = httpx.get(scorer.url + "/metrics", timeout=5).text
-    match = re.search(r"^scorer_transactions_scored_total (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    return sample(scorer.url + "/metrics", "scorer_transactions_scored_total")

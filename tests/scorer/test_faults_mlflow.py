@@ -8,7 +8,6 @@ every other test. It is stopped the way an operator would (`python -m launcher d
 
 from __future__ import annotations
 
-import re
 import time
 import uuid
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from typing import Any
 import httpx
 
 from tests.kafka_util import produce_records, read_topic, values
+from tests.metrics_util import sample
 from tests.private_stack import private_stack
 from tests.scorer.harness import ScorerProcess, ScorerWorld, wait_until
 from tests.scorer.models import isolation_model, register
@@ -31,9 +31,7 @@ CHUNK = 20
 
 
 def _metric(scorer: ScorerProcess, name: str) -> float:
-    text = httpx.get(scorer.url + "/metrics", timeout=5).text
-    match = re.search(rf"^{name} (\S+)$", text, re.MULTILINE)
-    return float(match.group(1)) if match else 0.0
+    return sample(scorer.url + "/metrics", name)
 
 
 def _scored_at_least(scorer: ScorerProcess, n: int) -> Callable[[], bool]:

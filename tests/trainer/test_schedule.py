@@ -18,9 +18,9 @@ from typing import Any
 import httpx
 from mlflow.tracking import MlflowClient
 from prometheus_client import REGISTRY
-from prometheus_client.parser import text_string_to_metric_families
 
 from fraudcore.settings import REPO_ROOT, load_settings
+from tests.metrics_util import Samples, scrape
 from tests.processes import terminate
 from tests.stack import free_port
 from tests.trainer.conftest import StreamTopics
@@ -28,16 +28,6 @@ from trainer.progress import Bars
 from trainer.runner import RunOptions
 from trainer.schedule import RetrainSchedule
 from trainer.settings import ScheduleSettings, TrainerSettings
-
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def _scrape(url: str) -> Samples:
-    out: Samples = {}
-    for family in text_string_to_metric_families(httpx.get(url, timeout=5).text):
-        for sample in family.samples:
-            out[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return out
 
 
 def _runs(samples: Samples, outcome: str) -> float:
@@ -71,7 +61,7 @@ def test_the_service_retrains_on_its_period_and_promotes_only_through_the_gate(
         samples: Samples = {}
         while time.monotonic() < deadline and proc.poll() is None:
             try:
-                samples = _scrape(url)
+                samples = scrape(url)
             except httpx.TransportError:
                 samples = {}
             if _runs(samples, "promoted") + _runs(samples, "kept_champion") >= 2:
