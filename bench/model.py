@@ -10,9 +10,9 @@ from mlflow.tracking import MlflowClient
 
 import mlflow
 from bench.data import Slice
-from fraudcore.features import OfflineFeatureBuilder
 from fraudcore.logs import kv
 from fraudcore.model import FraudModel, skops_trusted_types
+from fraudcore.offline import OfflineFeatureBuilder
 from trainer.models import ModelConfig, fit_model
 
 logger = logging.getLogger(__name__)

@@ -32,14 +32,16 @@ import mlflow
 from fraudcore.contracts import ContractError, decode_transaction, format_time
 from fraudcore.features import (
     DAY_MS,
+    FEATURE_NAMES,
     HOUR_MS,
     KNOWN_FOR_MS,
     MIN_SPEED_INTERVAL_MS,
     MINUTE_MS,
     NAN,
     TxnInput,
+    derive_columns,
+    event_columns,
     haversine_km,
-    stateless_features,
 )
 from fraudcore.kafka import consumer_config, producer_config
 from fraudcore.model import FraudModel
@@ -53,7 +55,7 @@ class NaiveFeatures:
         self.prefix = prefix
         self.ttl_s = ttl_s
 
-    def compute_and_update(self, tx: TxnInput) -> list[float]:
+    def compute_and_update(self, tx: TxnInput) -> np.ndarray:
         r, t = self.r, tx.ts_ms
         u = f"{self.prefix}:u:{tx.user_id}"
         m = f"{self.prefix}:m:{tx.merchant_id}"
@@ -76,14 +78,13 @@ class NaiveFeatures:
                 countries.add(country)
         # 7 and 30 days: one hash of daily buckets
         fields = [f"{d}:{k}" for d in range(today - 29, today + 1) for k in "nsq"]
-        values = [int(v or 0) for v in r.hmget(f"{u}:days", fields)]
-        n = values[0::3]
-        s = values[1::3]
-        q = values[2::3]
+        buckets = [int(v or 0) for v in r.hmget(f"{u}:days", fields)]
+        n = buckets[0::3]
+        s = buckets[1::3]
+        q = buckets[2::3]
         count30, sum30, sq30 = sum(n), sum(s), sum(q)
         count7, sum7 = sum(n[-7:]), sum(s[-7:])
         mean30 = sum30 / count30 / 100 if count30 else NAN
-        ratio = tx.cents / 100 / mean30 if count30 and mean30 > 0 else NAN
         zscore = NAN
         if count30 >= 2:
             mean_c = sum30 / count30
@@ -133,19 +134,30 @@ class NaiveFeatures:
         for key in (f"{u}:tx", f"{u}:days", f"{u}:devices", f"{u}:countries", f"{m}:days"):
             r.expire(key, self.ttl_s)
 
-        user = [
-            float(c1m), float(c10m), float(c1h), float(c24h), float(count7), float(count30),
-            sum24h / 100, sum24h / c24h / 100 if c24h else NAN,
-            sum7 / 100, sum7 / count7 / 100 if count7 else NAN,
-            sum30 / 100, mean30, ratio, zscore, since_prev,
-            float(len(merchants)), float(len(countries)), distance, speed,
-            new_device, new_country,
-        ]  # fmt: skip
-        merchant = [
-            float(mc1), float(mc7), float(mc30), float(f1), float(f7), float(f30),
-            f7 / (mc7 + 1), f30 / (mc30 + 1),
-        ]  # fmt: skip
-        return stateless_features(tx.ts_ms, tx.cents) + user + merchant
+        values: dict[str, float] = {
+            "user_txn_count_1m": c1m, "user_txn_count_10m": c10m, "user_txn_count_1h": c1h,
+            "user_txn_count_24h": c24h, "user_txn_count_7d": count7,
+            "user_txn_count_30d": count30, "user_amount_sum_1d": sum24h / 100,
+            "user_amount_mean_1d": sum24h / c24h / 100 if c24h else NAN,
+            "user_amount_sum_7d": sum7 / 100,
+            "user_amount_mean_7d": sum7 / count7 / 100 if count7 else NAN,
+            "user_amount_sum_30d": sum30 / 100, "user_amount_mean_30d": mean30,
+            "user_amount_zscore_30d": zscore, "user_seconds_since_prev": since_prev,
+            "user_distinct_merchants_24h": len(merchants),
+            "user_distinct_countries_24h": len(countries),
+            "user_distance_km_prev": distance, "user_speed_kmh_prev": speed,
+            "user_new_device": new_device, "user_new_country": new_country,
+            "merchant_txn_count_1d": mc1, "merchant_txn_count_7d": mc7,
+            "merchant_txn_count_30d": mc30, "merchant_fraud_count_1d": f1,
+            "merchant_fraud_count_7d": f7, "merchant_fraud_count_30d": f30,
+            "merchant_fraud_ratio_7d": f7 / (mc7 + 1), "merchant_fraud_ratio_30d": f30 / (mc30 + 1),
+        }  # fmt: skip
+        for name, column in event_columns(np.array([t]), np.array([tx.cents])).items():
+            values[name] = float(column[0])
+        # Placed by the catalogue; a feature this design does not compute stays missing.
+        vector = np.array([[values.get(name, NAN) for name in FEATURE_NAMES]], np.float64)
+        derive_columns(vector)
+        return vector[0]
 
 
 def load_model(tracking_uri: str, name: str) -> FraudModel:

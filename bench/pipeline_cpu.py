@@ -18,7 +18,7 @@ import numpy as np
 from confluent_kafka import Message
 
 from bench.data import synthetic_slice
-from fraudcore.features import OfflineFeatureBuilder
+from fraudcore.offline import OfflineFeatureBuilder
 from scorer import explain
 from scorer.pipeline import decode_batch, outputs
 from scorer.treeeval import compile_model

@@ -61,6 +61,29 @@ class Component:
     calibration: np.ndarray | None = None
 
 
+class FeatureContractError(ValueError):
+    """A model trained on other features than the ones its user computes."""
+
+
+def feature_mismatch(trained: tuple[str, ...], computed: tuple[str, ...]) -> str | None:
+    """How the features a model was trained on differ from the ones computed, in words;
+    None when they are the same, in the same order."""
+    if trained == computed:
+        return None
+    parts = [f"trained on {len(trained)} features, {len(computed)} are computed"]
+    missing = [n for n in trained if n not in computed]
+    extra = [n for n in computed if n not in trained]
+    if missing:
+        parts.append(f"not computed: {missing}")
+    if extra:
+        parts.append(f"not trained on: {extra}")
+    if not missing and not extra:
+        at = next(i for i, (a, b) in enumerate(zip(trained, computed, strict=True)) if a != b)
+        parts.append(f"same names in another order, first at position {at}: "
+                     f"{trained[at]!r} trained, {computed[at]!r} computed")  # fmt: skip
+    return "; ".join(parts)
+
+
 @dataclass
 class FraudModel:
     feature_names: tuple[str, ...]
@@ -69,6 +92,13 @@ class FraudModel:
     components: list[Component]
     reference: dict[str, FeatureReference] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+
+    def check_features(self, names: tuple[str, ...]) -> None:
+        """Raise FeatureContractError unless this model was trained on exactly `names`,
+        in order (the vectors its user will hand it)."""
+        mismatch = feature_mismatch(tuple(self.feature_names), names)
+        if mismatch:
+            raise FeatureContractError(mismatch)
 
     def prepare(self, features: np.ndarray) -> np.ndarray:
         """Replace missing values (NaN) with the imputation value of their column."""

@@ -1,12 +1,15 @@
 """Online features: the scorer's view of per-user and per-merchant state in Redis.
 
 One pipeline, so one Redis round trip, per batch to read: a GET per user the batch
-touches, unless this process wrote that user's state itself lately (the 21 user features
-are computed here, by scorer/user_kernel.py), and a script call per merchant (merchants are shared across partitions, so their counts are kept by
-an atomic script in Redis). The changed user states go back in a second request, one
-compare-and-set per user (scorer/lua/user_write.lua), which the caller confirms before
-it commits the batch. Every call touches the keys of one hash slot only (the {user} or
-{merchant} hash tag), so the state can be sharded across a Redis Cluster.
+touches, unless this process wrote that user's state itself lately, and a script call
+per merchant (merchants are shared across partitions, so their counts are kept by an
+atomic script in Redis, scorer/lua/merchant.lua, which answers what they were). The
+features are computed here by the engine the trainer runs too: fraudcore/user_kernel.py
+over the user states, fraudcore/merchant.py over the merchants' answers. The changed user
+states go back in a second request, one compare-and-set per user
+(scorer/lua/user_write.lua), which the caller confirms before it commits the batch.
+Every call touches the keys of one hash slot only (the {user} or {merchant} hash tag), so
+the state can be sharded across a Redis Cluster.
 
 Idempotent: a replayed transaction (same transaction_id, e.g. after a crash before the
 Kafka transaction committed) gets the feature vector it got the first time and changes
@@ -17,12 +20,10 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import math
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-from itertools import chain
 from typing import Any
 
 import hiredis
@@ -33,31 +34,19 @@ from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
 
 from fraudcore.features import (
     FEATURE_NAMES,
-    MERCHANT_NAMES,
-    STATELESS_NAMES,
-    USER_NAMES,
+    MERCHANT_COLUMNS,
+    USER_COLUMNS,
     TxnInput,
-    stateless_matrix,
+    derive_columns,
+    fill_event_columns,
 )
 from fraudcore.logs import kv
-from scorer.user_kernel import (
-    DAY_WORDS,
-    FORMAT,
-    HEADER_WORDS,
-    RECENT_WORDS,
-    SEEN_WORDS,
-    VERSION_BYTES,
-    encode_state,
-    run_users,
-    state_words,
-    transaction_ids,
-)
-from scorer.user_state import decode_legacy
+from fraudcore.merchant import compute_merchants
+from fraudcore.user_kernel import compute_users, group_rows
+from fraudcore.user_state import StateKind, classify, fence, version
+from scorer import metrics
 
 logger = logging.getLogger(__name__)
-
-_USER_SLICE = slice(len(STATELESS_NAMES), len(STATELESS_NAMES) + len(USER_NAMES))
-_MERCHANT_SLICE = slice(_USER_SLICE.stop, _USER_SLICE.stop + len(MERCHANT_NAMES))
 
 
 def _script(name: str) -> str:
@@ -86,6 +75,8 @@ class UserStateConflict(RuntimeError):
 # else wrote it meanwhile. It also covers the reads sent ahead, before the previous
 # batch's writes. ~16k users x ~2 KB.
 WRITTEN_CACHE_USERS = 16_384
+# A deployment of a new feature set resets every user it meets: one log line in this many.
+RESET_LOG_EVERY = 10_000
 
 
 class FeatureStore:
@@ -110,6 +101,7 @@ class FeatureStore:
         self._write_tail = b"$%d\r\n%b\r\n" % (len(self.ttl_ms), self.ttl_ms.encode())
         self._pack = msgpack.Packer().pack  # msgpack.packb builds a Packer every call
         self._written: OrderedDict[str, bytes] = OrderedDict()
+        self._resets = 0
 
     def load_scripts(self) -> None:
         for name, source in self._sources.items():
@@ -168,29 +160,17 @@ class FeatureStore:
         n = len(txs)
         out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
         if not n:
-            return BatchPlan(out, b"", 0, txs, [], [], 0, _NO_ROWS, _NO_ROWS, _NO_ROWS, readonly)
+            return BatchPlan(
+                out, b"", 0, txs, [], [], 0, _NO_ROWS, _NO_ROWS, _NO_ROWS, _NO_ROWS, readonly
+            )
         if positions is None:
             if not readonly:
                 raise ValueError("positions are required to update merchant state")
             positions = [SourcePosition("readonly:0", -1)] * n
-        user_rows: dict[str, list[int]] = {}
-        by_merchant: dict[str, list[Any]] = {}
-        merchant_rows: dict[str, list[int]] = {}
-        for i, tx in enumerate(txs):
-            rows = user_rows.get(tx.user_id)
-            if rows is None:
-                user_rows[tx.user_id] = [i]
-            else:
-                rows.append(i)
-            position = positions[i]
-            merchant = by_merchant.get(tx.merchant_id)
-            if merchant is None:
-                by_merchant[tx.merchant_id] = [tx.ts_ms, position.source, position.offset]
-                merchant_rows[tx.merchant_id] = [i]
-            else:
-                merchant += (tx.ts_ms, position.source, position.offset)
-                merchant_rows[tx.merchant_id].append(i)
-        out[:, : _USER_SLICE.start] = stateless_matrix(
+        users, user_rows, user_tx = group_rows([tx.user_id for tx in txs])
+        merchants, merchant_rows, merchant_tx = group_rows([tx.merchant_id for tx in txs])
+        fill_event_columns(
+            out,
             np.fromiter((tx.ts_ms for tx in txs), np.int64, n),
             np.fromiter((tx.cents for tx in txs), np.int64, n),
         )
@@ -198,7 +178,7 @@ class FeatureStore:
         append = chunks.append
         written = self._written
         replies: list[int] = []
-        for user in user_rows:
+        for user in users:
             if not readonly and user in written:
                 replies.append(-1)
                 continue
@@ -208,22 +188,28 @@ class FeatureStore:
         n_gets = len(chunks)
         pack = self._pack
         template = self._merchant_call_readonly if readonly else self._merchant_call
-        for merchant_id, group in by_merchant.items():
+        rows = merchant_rows.tolist()
+        bounds = merchant_tx.tolist()
+        for m, merchant_id in enumerate(merchants):
+            group: list[Any] = []
+            for i in rows[bounds[m] : bounds[m + 1]]:
+                position = positions[i]
+                group += (txs[i].ts_ms, position.source, position.offset)
             key = self.merchant_key(merchant_id).encode()
             args = pack(group)
             append(template % (len(key), key, len(args), args))
-        user_counts = np.fromiter(map(len, user_rows.values()), np.int64, len(user_rows))
         return BatchPlan(
             out,
             b"".join(chunks),
             len(chunks),
             txs,
-            list(user_rows),
+            users,
             replies,
             n_gets,
-            np.fromiter(chain.from_iterable(user_rows.values()), np.intp, n),
-            np.concatenate(([0], np.cumsum(user_counts))),
-            np.fromiter(chain.from_iterable(merchant_rows.values()), np.intp, n),
+            user_rows,
+            user_tx,
+            merchant_rows,
+            merchant_tx,
             readonly,
         )
 
@@ -238,11 +224,9 @@ class FeatureStore:
         """The user features of the batch, from the states this process wrote and the
         replies to its GETs (the first plan.n_gets replies; Redis may still be busy with
         the merchant calls), and the writes of the users it changed."""
-        n_users = len(plan.users)
-        bases: list[bytes] = []
-        expected: dict[int, bytes] = {}
-        starts = np.full(n_users, -1, np.int64)
-        at = 0
+        states: list[bytes | None] = []
+        versions: list[int] = []
+        fences: list[bytes] = []
         written = self._written
         for u, user in enumerate(plan.users):
             mine = written.get(user)
@@ -253,44 +237,36 @@ class FeatureStore:
                 fetched = self.client.get(self.user_key(user))
             else:
                 fetched = None
-            if mine is not None and (
-                fetched is None or fetched[0] != FORMAT or _version(fetched) <= _version(mine)
-            ):
-                base = mine
-                expected[u] = mine[VERSION_BYTES]
+            if mine is not None and (fetched is None or version(fetched) <= version(mine)):
+                base: bytes | None = mine
             elif fetched is None:
-                continue
-            elif fetched[0] == FORMAT:
-                if len(fetched) != 8 * state_words(fetched):
-                    raise ValueError(
-                        f"user state {self.user_key(user)!r} is corrupt: {len(fetched)} bytes, "
-                        f"its header says {8 * state_words(fetched)}"
-                    )
+                base = None
+            elif (kind := classify(fetched)) is StateKind.CURRENT:
                 base = fetched
-                expected[u] = fetched[VERSION_BYTES]
-            else:  # written by the Lua script of formats 1-3: read once, then format 4
-                base = encode_state(decode_legacy(fetched))
-                expected[u] = fetched
-            starts[u] = at
-            at += len(base) >> 3
-            bases.append(base)
-        new_words, new_start, new_len = self._run_kernel(plan, b"".join(bases), starts)
+            else:
+                self._reset(user, fetched, kind)
+                states.append(None)
+                versions.append(version(fetched))
+                fences.append(fence(fetched))
+                continue
+            states.append(base)
+            versions.append(0 if base is None else version(base))
+            fences.append(fence(base))
+        result = compute_users(
+            plan.txs, plan.user_rows, plan.user_tx, states, versions, readonly=plan.readonly
+        )
+        plan.out[:, USER_COLUMNS] = result.features
         if plan.readonly:
             return UserWrites(b"", 0, [])
-        arena = new_words.tobytes()
         chunks: list[bytes] = []
         users: list[str] = []
         head, tail = self._write_head, self._write_tail
-        for u, start, length in zip(
-            np.flatnonzero(new_start >= 0).tolist(),
-            new_start[new_start >= 0].tolist(),
-            new_len[new_start >= 0].tolist(),
-            strict=True,
-        ):
+        for u, state in enumerate(result.states):
+            if state is None:
+                continue
             user = plan.users[u]
-            state = arena[8 * start : 8 * (start + length)]
             key = self.user_key(user).encode()
-            was = expected.get(u, b"")
+            was = fences[u]
             chunks.append(
                 b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
                 % (head, len(key), key, len(was), was, len(state), state, tail)
@@ -302,41 +278,23 @@ class FeatureStore:
             written.popitem(last=False)
         return UserWrites(b"".join(chunks), len(chunks), users)
 
+    def _reset(self, user: str, state: bytes, kind: StateKind) -> None:
+        """A state this scorer cannot read as its own: the user starts afresh."""
+        metrics.user_states_reset.labels(kind.value).inc()
+        self._resets += 1
+        if self._resets == 1 or self._resets % RESET_LOG_EVERY == 0:
+            logger.warning(
+                "user state of another kind: the user starts afresh %s",
+                kv(key=self.user_key(user), kind=kind.value, bytes=len(state),
+                   first_byte=state[:1].hex(), resets_so_far=self._resets),
+            )  # fmt: skip
+
     def check_writes(self, writes: UserWrites, replies: Sequence[Any]) -> None:
         """Raise UserStateConflict if any compare-and-set of `writes` was refused."""
         refused = [user for user, reply in zip(writes.users, replies, strict=True) if reply != 1]
         if refused:
             self.forget_written()
             raise UserStateConflict(refused)
-
-    def _run_kernel(
-        self, plan: BatchPlan, states: bytes, starts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        txs = plan.txs
-        n = len(txs)
-        # Read-only (a view of the bytes), also when empty: one compiled signature.
-        words = np.frombuffer(states, "<i8")
-        lat = np.fromiter((math.nan if tx.lat is None else tx.lat for tx in txs), np.float64, n)
-        lon = np.fromiter((math.nan if tx.lon is None else tx.lon for tx in txs), np.float64, n)
-        capacity = (
-            words.shape[0]
-            + len(plan.users) * HEADER_WORDS
-            + n * (RECENT_WORDS + DAY_WORDS + 2 * SEEN_WORDS)
-        )
-        new_words = np.empty(capacity, np.int64)
-        new_start = np.empty(len(plan.users), np.int64)
-        new_len = np.empty(len(plan.users), np.int64)
-        user_out = np.empty((n, _USER_WIDTH), np.float64)
-        run_users(
-            words, words.view(np.float64), starts, plan.user_tx, plan.user_rows,
-            transaction_ids(txs),
-            np.fromiter((tx.ts_ms for tx in txs), np.int64, n),
-            np.fromiter((tx.cents for tx in txs), np.int64, n),
-            lat, lon, plan.readonly,
-            user_out, new_words, new_words.view(np.float64), new_start, new_len,
-        )  # fmt: skip
-        plan.out[:, _USER_SLICE] = user_out
-        return new_words, new_start, new_len
 
     def fold_label(
         self, merchant_id: str, transaction_id: str, label: str, available_ms: int
@@ -380,8 +338,6 @@ class FeatureStore:
 
 
 _NO_ROWS = np.empty(0, dtype=np.intp)
-_USER_WIDTH = _USER_SLICE.stop - _USER_SLICE.start
-_MERCHANT_WIDTH = _MERCHANT_SLICE.stop - _MERCHANT_SLICE.start
 
 
 @dataclass(frozen=True)
@@ -397,23 +353,19 @@ class BatchPlan:
     n_gets: int  # the first n_gets replies answer GETs, the rest merchant calls
     user_rows: np.ndarray  # rows of `out`, grouped by user in request order
     user_tx: np.ndarray  # user u's rows are user_rows[user_tx[u]:user_tx[u + 1]]
-    merchant_rows: np.ndarray  # rows the merchant replies answer for, in reply order
+    merchant_rows: np.ndarray  # rows of `out`, grouped by merchant in request order
+    merchant_tx: np.ndarray
     readonly: bool
 
     def fill_merchants(self, replies: Sequence[bytes]) -> None:
-        """Write the merchant replies (8 little-endian doubles a transaction) into the
-        matrix, with one assignment."""
-        data = b"".join(replies)
-        rows = self.merchant_rows
-        if len(data) != 8 * _MERCHANT_WIDTH * len(rows):
-            raise ValueError(
-                f"merchant replies hold {len(data)} bytes, "
-                f"expected {len(rows)} x {_MERCHANT_WIDTH} doubles"
-            )
-        # + 0.0 turns a -0.0 into 0.0, as msgpack (which carried it as integer 0) did.
-        self.out[rows, _MERCHANT_SLICE] = (
-            np.frombuffer(data, "<f8").reshape(len(rows), _MERCHANT_WIDTH) + 0.0
+        """The merchant features from the merchants' records (fraudcore/merchant.py),
+        then the derived ones: the matrix is complete."""
+        records = np.frombuffer(b"".join(replies), "<f8")
+        ts = np.fromiter((tx.ts_ms for tx in self.txs), np.int64, len(self.txs))
+        self.out[:, MERCHANT_COLUMNS] = compute_merchants(
+            records, self.merchant_tx, self.merchant_rows, ts
         )
+        derive_columns(self.out)
 
 
 @dataclass(frozen=True)
@@ -478,11 +430,6 @@ def _reply_error(message: str) -> ResponseError:
     if message.startswith("NOSCRIPT "):
         return NoScriptError(message[len("NOSCRIPT ") :])
     return ResponseError(message)
-
-
-def _version(state: bytes) -> int:
-    """A format-4 state's version word."""
-    return int.from_bytes(state[VERSION_BYTES], "little")
 
 
 def _call_template(sha: str, readonly: str, ttl_ms: str) -> bytes:

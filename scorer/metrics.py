@@ -123,6 +123,11 @@ user_state_conflicts = Counter(
     "scorer_user_state_conflicts_total",
     "Batches computed again because another scorer wrote one of their users meanwhile",
 )
+user_states_reset = Counter(
+    "scorer_user_states_reset_total",
+    "User states found in another format or feature set, or corrupt, and started afresh",
+    ["kind"],
+)
 kafka_errors = Counter("scorer_kafka_errors_total", "Kafka errors by class", ["kind"])
 transactions_aborted = Counter(
     "scorer_kafka_transactions_aborted_total", "Aborted Kafka transactions"

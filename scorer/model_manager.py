@@ -3,7 +3,9 @@
 A background thread polls `models:/<name>@<alias>`. When the alias moves, the new version
 is loaded and compiled off the hot path, then swapped in with one reference assignment,
 so the loop picks it up at its next batch. If MLflow is unreachable the scorer keeps the
-model it has; if there has never been one, it reports not-ready and does not consume.
+model it has; if there has never been one, it reports not-ready and does not consume. A
+version trained on other features than the catalogue's (`FraudModel.check_features`) is
+refused at load and the model in use is kept.
 
 A poll asks the registry once, and the next poll is the retry. The MLflow client would
 otherwise retry a refused connection 7 times with exponential backoff, about four minutes
@@ -27,8 +29,9 @@ from mlflow.exceptions import RestException
 from mlflow.tracking import MlflowClient
 
 import mlflow
+from fraudcore.features import FEATURE_NAMES
 from fraudcore.logs import kv
-from fraudcore.model import FraudModel
+from fraudcore.model import FeatureContractError, FraudModel
 from scorer import metrics
 from scorer.explain import Explainer
 from scorer.treeeval import CompiledModel, compile_model
@@ -77,6 +80,7 @@ class ModelManager:
         self._thread: threading.Thread | None = None
         self._unreachable_since: float | None = None
         self._warned_at = 0.0
+        self._refused: str | None = None  # the version last refused by the feature contract
 
     def start(self) -> None:
         self.refresh()
@@ -119,15 +123,33 @@ class ModelManager:
         self._reachable()
         if self.current is not None and self.current.version == str(version):
             return False
+        if self._refused == str(version):
+            # Refused at load: counted at every poll while the alias stays on it, so the
+            # ScorerModelLoadFailing alert holds, but not downloaded again.
+            metrics.model_load_failures.inc()
+            return False
         try:
             started = time.perf_counter()
             model = mlflow.sklearn.load_model(f"models:/{self.name}/{version}")
             if not isinstance(model, FraudModel):
                 raise TypeError(f"expected a FraudModel, got {type(model).__name__}")
+            model.check_features(FEATURE_NAMES)
             compiled = compile_model(model)
             loaded = LoadedModel(
                 self.name, str(version), model, compiled, Explainer(model, compiled)
             )
+        except FeatureContractError as exc:
+            metrics.model_load_failures.inc()
+            self._refused = str(version)
+            self.last_error = (
+                f"version {version} refused: its features are not this scorer's: {exc}"
+            )
+            logger.error(
+                "model refused: its features are not this scorer's; keeping current %s",
+                kv(model=self.name, version=version, mismatch=exc,
+                   current=self.current.version if self.current else None),
+            )  # fmt: skip
+            return False
         except Exception as exc:
             metrics.model_load_failures.inc()
             self.last_error = f"loading version {version} failed: {exc}"

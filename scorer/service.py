@@ -25,11 +25,12 @@ import redis
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from fraudcore import merchant, user_kernel
 from fraudcore.contracts import format_time
 from fraudcore.dead_letter import FRAMING_BYTES, PRODUCER_MAX_MESSAGE_BYTES, dead_letter_limit
 from fraudcore.kafka import consumer_config, produce_waiting, producer_config, wait_for_kafka
 from fraudcore.logs import kv, where
-from scorer import metrics, user_kernel
+from scorer import metrics
 from scorer.drift import DriftTracker
 from scorer.feature_pipeline import FeaturePipeline, PendingFeatures
 from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
@@ -197,7 +198,8 @@ class Scorer:
         )
         self.health.redis = True
         logger.info("redis reachable %s", kv(attempt=attempt))
-        logger.info("user feature kernel ready %s", kv(took_s=f"{user_kernel.warm_up():.1f}"))
+        took = user_kernel.warm_up() + merchant.warm_up()
+        logger.info("feature kernels ready %s", kv(took_s=f"{took:.1f}"))
 
     @property
     def ready(self) -> bool:

@@ -1,8 +1,8 @@
 """Feature table: every transaction of a stream with its point-in-time feature vector.
 
-Built with fraudcore.features.OfflineFeatureBuilder, the offline twin of the scorer's
-Redis scripts. Labels go to the builder with their available_at, so a label can only
-influence transactions at or after the time it became known.
+Built with fraudcore.offline.OfflineFeatureBuilder, which runs the scorer's feature
+arithmetic over state in memory. Labels go to the builder with their available_at, so a
+label can only influence transactions at or after the time it became known.
 """
 
 from __future__ import annotations
@@ -14,7 +14,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder
+from fraudcore.features import TxnInput
+from fraudcore.offline import OfflineFeatureBuilder
 from trainer.labels import Label, LabelBook
 from trainer.sources import Event
 
@@ -49,37 +50,36 @@ def build_table(
     """Feed events in order; a Label is folded in, a Transaction becomes a row."""
     book = labels if labels is not None else LabelBook()
     builder = builder if builder is not None else OfflineFeatureBuilder()
-    width = len(FEATURE_NAMES)
     chunks: list[np.ndarray] = []
-    chunk = np.empty((_CHUNK, width), dtype=np.float64)
-    filled = 0
+    pending: list[TxnInput] = []
     times: list[float] = []
     tx_ids: list[str] = []
     users: list[str] = []
+
+    def flush() -> None:
+        chunks.append(builder.compute(pending))
+        pending.clear()
+        if on_row is not None:
+            on_row(len(times))
+
     for event in events:
         if isinstance(event, Label):
+            # Order-free: a label counts by its available_at, whenever it is added.
             builder.add_label(
                 event.merchant_id, event.transaction_id, event.label, event.available_ts
             )
             book.add(event)
             continue
         record, event_ts = event
-        chunk[filled] = builder.transaction(record, event_ts)
-        filled += 1
+        pending.append(TxnInput.from_record(record, event_ts))
         times.append(event_ts)
         tx_ids.append(record["transaction_id"])
         users.append(record["user_id"])
-        if filled == _CHUNK:
-            chunks.append(chunk)
-            chunk = np.empty((_CHUNK, width), dtype=np.float64)
-            filled = 0
-            if on_row is not None:
-                on_row(len(times))
-    chunks.append(chunk[:filled])
-    if on_row is not None:
-        on_row(len(times))
+        if len(pending) == _CHUNK:
+            flush()
+    flush()
     return FeatureTable(
-        features=np.concatenate(chunks) if chunks else np.empty((0, width)),
+        features=np.concatenate(chunks),
         event_ts=np.array(times, dtype=np.float64),
         transaction_ids=np.array(tx_ids, dtype=object),
         user_ids=np.array(users, dtype=object),

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 from threadpoolctl import threadpool_limits
 
-from fraudcore.features import FEATURE_NAMES
+from fraudcore.features import FEATURE_NAMES, FEATURE_SET
 from fraudcore.logs import kv
 from fraudcore.model import Component, FeatureReference, FraudModel
 from trainer.settings import ModelKind
@@ -131,7 +131,7 @@ def fit_model(
         threshold=1.0,
         components=[],
         reference={n: FeatureReference.fit(features[:, i]) for i, n in enumerate(FEATURE_NAMES)},
-        metadata=dict(metadata or {}),
+        metadata={**(metadata or {}), "feature_set": FEATURE_SET},
     )
     prepared = model.prepare(features)
     if config.kind in ("isolation_forest", "ensemble"):

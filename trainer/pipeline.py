@@ -12,9 +12,9 @@ from typing import Any, Literal
 
 import numpy as np
 
-from fraudcore.features import OfflineFeatureBuilder
 from fraudcore.logs import kv
 from fraudcore.model import FraudModel
+from fraudcore.offline import OfflineFeatureBuilder
 from trainer import kafka_source
 from trainer.dataset import FeatureTable, add_labels, build_table, fingerprint
 from trainer.holdout import Holdout, Split, auto_holdout, book_holdout, make_split

@@ -1,4 +1,4 @@
--- Fold one label into its merchant's state. Mirrors fraudcore/features.py fold_label:
+-- Fold one label into its merchant's state, as fraudcore/merchant.py MerchantState.fold_label:
 -- only fraud labels count, and the first one for a transaction wins, so a chargeback and
 -- an analyst verdict on the same transaction count once.
 --

@@ -1,9 +1,9 @@
--- Compare-and-set of one user's state (format 4, computed by scorer/user_kernel.py).
+-- Compare-and-set of one user's state (computed by fraudcore/user_kernel.py; layout in
+-- fraudcore/user_state.py).
 --
 -- KEYS[1]  user state
--- ARGV[1]  what the state was computed from: "" = no state; 8 bytes = the version word
---          of a format-4 state (its bytes 9-16: user_kernel.VERSION_BYTES); otherwise
---          the whole earlier-format state, byte for byte
+-- ARGV[1]  what the state was computed from: "" = no state; otherwise bytes 9-16 of the
+--          state read (its version word, in every format since 4: user_state.fence)
 -- ARGV[2]  the new state
 -- ARGV[3]  idle expiry, in ms
 -- Returns  1 if written; 0 if the stored state is no longer the one read, i.e. someone
@@ -14,10 +14,8 @@ local raw = redis.call("GET", KEYS[1])
 local same
 if not raw then
   same = ARGV[1] == ""
-elseif string.byte(raw, 1) == 4 then
-  same = string.sub(raw, 9, 16) == ARGV[1]
 else
-  same = raw == ARGV[1]
+  same = string.sub(raw, 9, 16) == ARGV[1]
 end
 if not same then return 0 end
 redis.call("SET", KEYS[1], ARGV[2], "PX", ARGV[3])

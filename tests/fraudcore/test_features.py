@@ -1,18 +1,17 @@
-"""The feature definitions on hand-made cases (offline implementation, no services)."""
+"""The features on hand-made cases, and the engine against the plain-Python reference on
+random streams (offline build, no services)."""
 
 from __future__ import annotations
 
 import math
 
 import numpy as np
+import pytest
 
-from fraudcore.features import (
-    FEATURE_INDEX,
-    OfflineFeatureBuilder,
-    haversine_km,
-    stateless_features,
-    stateless_matrix,
-)
+from fraudcore.features import EVENT_COLUMNS, FEATURE_INDEX, FEATURE_NAMES, haversine_km
+from fraudcore.offline import OfflineFeatureBuilder
+from tests.fraudcore.reference_features import ReferenceBuilder, event_features
+from tests.scorer.streams import random_stream
 
 DAY = 86_400.0
 T0 = 1_780_000_000.0 // DAY * DAY + 12 * 3600  # noon UTC
@@ -101,16 +100,57 @@ def test_merchant_windows_are_previous_full_days_and_labels_point_in_time() -> N
     assert rows[3, i_fraud] == 1
 
 
-def test_stateless_matrix_equals_the_per_transaction_function() -> None:
+def test_event_features_equal_the_reference() -> None:
     rng = np.random.default_rng(4)
     ts_ms = rng.integers(946_684_800_000, 4_102_444_800_000, 20_000)  # 2000 .. 2100
     ts_ms[:48] = 1_780_000_000_000 // 86_400_000 * 86_400_000 + np.arange(48) * 1_800_000
     cents = rng.integers(0, 10**11, 20_000)
     cents[:5] = [0, 1, 99, 100, 2**53 - 1]
-    got = stateless_matrix(ts_ms, cents)
-    expected = np.array(
-        [stateless_features(int(t), int(c)) for t, c in zip(ts_ms, cents, strict=True)]
-    )
-    assert got.dtype == np.float64 and got.shape == expected.shape
+    stream = [
+        ({"transaction_id": f"t{i}", "user_id": f"u{i}", "merchant_id": "m", "amount": c / 100},
+         t / 1000)
+        for i, (t, c) in enumerate(zip(ts_ms.tolist(), cents.tolist(), strict=True))
+    ]  # fmt: skip
+    got = OfflineFeatureBuilder().transactions(stream)[:, EVENT_COLUMNS]
+    expected = np.array([event_features(int(t), int(c)) for t, c in zip(ts_ms, cents, strict=True)])
     assert np.array_equal(got, expected)
     assert set(got[:48, 1]) == set(range(24))  # every hour of a day was exercised
+
+
+def _identical(a: np.ndarray, b: np.ndarray) -> bool:
+    """Bit for bit, signs of zero included; NaN ("missing") is one value."""
+    canonical = [np.where(np.isnan(x), np.nan, x) for x in (a, b)]
+    return a.shape == b.shape and canonical[0].tobytes() == canonical[1].tobytes()
+
+
+@pytest.mark.parametrize("chunk", [1, 37, 10_000])
+def test_the_engine_equals_the_reference_bit_for_bit(chunk: int) -> None:
+    """Out-of-order events (up to 3 days, into earlier day buckets), replays, labels
+    before and after their transactions, and 40 days (30-day expiry), fed in chunks of
+    any size."""
+    rng = np.random.default_rng(23)
+    stream = []
+    for record, ts in random_stream(seed=22, n=1500, users=25, mean_gap_s=2400):
+        late = rng.random() < 0.15
+        stream.append((record, ts - rng.uniform(0, 3 * 86_400) if late else ts))
+        if rng.random() < 0.03:  # a replay: same transaction again, later in the stream
+            stream.append(stream[int(rng.integers(max(0, len(stream) - 20), len(stream)))])
+    labels = [
+        (r["merchant_id"], r["transaction_id"], "fraud" if rng.random() < 0.7 else "legit",
+         ts + float(rng.uniform(-86_400, 5 * 86_400)))
+        for r, ts in stream if rng.random() < 0.1
+    ]  # fmt: skip
+    reference = ReferenceBuilder()
+    reference.add_labels(labels)
+    expected = reference.transactions(stream)
+    engine = OfflineFeatureBuilder()
+    engine.add_labels(labels)
+    got = np.vstack(
+        [engine.transactions(stream[i : i + chunk]) for i in range(0, len(stream), chunk)]
+    )
+    differ = [
+        FEATURE_NAMES[j] for j in range(got.shape[1]) if not _identical(got[:, j], expected[:, j])
+    ]
+    assert not differ
+    for name in ("user_txn_count_7d", "merchant_fraud_count_30d", "user_amount_zscore_30d"):
+        assert np.nanmax(got[:, FEATURE_INDEX[name]]) > 1, name

@@ -7,8 +7,9 @@ from mlflow.tracking import MlflowClient
 from sklearn.ensemble import HistGradientBoostingClassifier, IsolationForest
 
 import mlflow
-from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder
+from fraudcore.features import FEATURE_NAMES
 from fraudcore.model import Component, FeatureReference, FraudModel, skops_trusted_types
+from fraudcore.offline import OfflineFeatureBuilder
 from tests.scorer.streams import random_stream
 
 

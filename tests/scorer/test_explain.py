@@ -7,7 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES, OfflineFeatureBuilder
+from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES
+from fraudcore.offline import OfflineFeatureBuilder
 from producer.population import PopulationConfig, build_population
 from producer.simulator import Simulator, TrafficConfig
 from scorer import explain

@@ -24,8 +24,9 @@ import pytest
 from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient
 
-from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder
+from fraudcore.features import FEATURE_NAMES
 from fraudcore.kafka import ensure_topics
+from fraudcore.offline import OfflineFeatureBuilder
 from fraudcore.topics import TopicSpec
 from tests.kafka_util import read_topic, values
 from tests.private_stack import PrivateStack, private_stack

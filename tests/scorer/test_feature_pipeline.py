@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 import redis
 
-from fraudcore.features import FEATURE_NAMES, OfflineFeatureBuilder, TxnInput
+from fraudcore.features import FEATURE_NAMES, TxnInput
+from fraudcore.offline import OfflineFeatureBuilder
 from scorer.feature_pipeline import FeaturePipeline
 from scorer.feature_store import FeatureStore, SourcePosition
 from tests.scorer.streams import random_stream

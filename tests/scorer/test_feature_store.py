@@ -1,5 +1,5 @@
-"""Online features (the user kernel and the merchant script, state in Redis) against the
-offline implementation, on a real Redis; and two scorers writing the same user."""
+"""Online features (the engine over state in Redis) against the offline build, on a real
+Redis; two scorers writing the same user; states of another format or feature set."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ import uuid
 
 import numpy as np
 import pytest
+from prometheus_client import REGISTRY
 
-from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES, OfflineFeatureBuilder, TxnInput
+from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES, USER_NAMES, TxnInput
+from fraudcore.offline import OfflineFeatureBuilder
+from fraudcore.user_state import H_FEATURE_SET, StateKind, classify, decode
 from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
 from tests.scorer.streams import random_stream
 
@@ -160,3 +163,76 @@ def test_a_user_dropped_from_the_cache_after_the_plan_is_read_then(store: Featur
     got, writes = store.finish(plan, replies)
     store.check_writes(writes, store._run(writes.request, writes.calls))
     assert _same(got, OfflineFeatureBuilder().transactions(stream)[60:]).all()
+
+
+def test_long_out_of_order_stream_equals_offline_in_the_stored_format(
+    store: FeatureStore,
+) -> None:
+    """Events up to three days out of order (into earlier day buckets), 30-day expiry,
+    small batches: every state in Redis is of the current format and feature set."""
+    rng = random.Random(23)
+    stream = [
+        (record, ts - rng.uniform(0, 3 * 86_400) if rng.random() < 0.15 else ts)
+        for record, ts in random_stream(seed=22, n=1500, users=25, mean_gap_s=2400)
+    ]
+    expected = OfflineFeatureBuilder().transactions(stream)
+    got = _online(store, stream, batch=37)
+    assert _same(got, expected).all()
+    keys = sorted({store.user_key(r["user_id"]) for r, _ in stream})
+    assert {classify(raw or b"") for raw in store.client.mget(keys)} == {StateKind.CURRENT}
+    assert np.nanmax(got[:, FEATURE_INDEX["user_txn_count_7d"]]) >= 5
+
+
+def _foreign_state(current: bytes, kind: StateKind) -> bytes:
+    """A state of `kind`, one this scorer cannot read as its own, with version word 41."""
+    version_word = (41).to_bytes(8, "little")
+    if kind is StateKind.OTHER_FORMAT:
+        return b"\x04" + b"\x00" * 7 + version_word + b"\x00" * 56
+    if kind is StateKind.OTHER_FEATURE_SET:
+        words = bytearray(current)
+        words[8 * H_FEATURE_SET : 8 * H_FEATURE_SET + 8] = b"\x01" * 8
+        return bytes(words[:8]) + version_word + bytes(words[16:])
+    return current[:8] + version_word + current[16:-8]  # one word short
+
+
+@pytest.mark.parametrize(
+    "kind", [StateKind.OTHER_FEATURE_SET, StateKind.OTHER_FORMAT, StateKind.CORRUPT]
+)
+def test_a_state_of_another_kind_starts_the_user_afresh_on_purpose(
+    store: FeatureStore, kind: StateKind
+) -> None:
+    """Not a crash: counted by kind, the user's features are a new card's, its state is
+    rewritten in this format under the old version + 1, and the compare-and-set still
+    fences a writer that read the foreign state."""
+    stream = random_stream(seed=31, n=80, users=1, merchants=4)
+    user = stream[0][0]["user_id"]
+    _online(store, stream[:40], batch=40)
+    current = store.client.get(store.user_key(user))
+    assert current is not None and classify(current) is StateKind.CURRENT
+    foreign = _foreign_state(current, kind)
+    assert classify(foreign) is kind
+    store.client.set(store.user_key(user), foreign)
+    store.forget_written()
+    resets = REGISTRY.get_sample_value("scorer_user_states_reset_total", {"kind": kind.value})
+
+    later = stream[40:]
+    zombie = FeatureStore(store.client, key_prefix=store.prefix)
+    txs = [TxnInput.from_record(r, ts) for r, ts in later]
+    positions = [SourcePosition("t:0", 40 + i) for i in range(len(txs))]
+    zombie_plan = zombie.plan(txs, positions)
+    zombie_replies = zombie._run(zombie_plan.request, zombie_plan.calls)
+
+    got = _online(store, later, batch=40, first=40)
+    fresh = OfflineFeatureBuilder().transactions(later)
+    user_columns = [FEATURE_INDEX[n] for n in USER_NAMES]
+    assert _same(got[:, user_columns], fresh[:, user_columns]).all()
+    after = REGISTRY.get_sample_value("scorer_user_states_reset_total", {"kind": kind.value})
+    assert after == (resets or 0) + 1
+    stored = store.client.get(store.user_key(user))
+    assert stored is not None and classify(stored) is StateKind.CURRENT
+    assert decode(stored).version == 42
+
+    _, writes = zombie.finish(zombie_plan, zombie_replies)
+    with pytest.raises(UserStateConflict):
+        zombie.check_writes(writes, zombie._run(writes.request, writes.calls))
+    assert store.client.get(store.user_key(user)) == stored

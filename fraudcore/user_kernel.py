@@ -1,42 +1,25 @@
-"""The 21 user features, computed in the scorer by a compiled kernel, and the user state's
-binary storage format 4.
+"""The user features' arithmetic: a compiled kernel over the stored user states.
 
-Until format 4 a Lua script computed these inside Redis (50-55 µs of Redis CPU per call,
-most of it msgpack decoding and encoding of the state). Now the scorer fetches the
-states of a batch's users (a GET each, one round trip), computes every user's features
-and new state here in one call of a numba kernel, and writes the changed states back with
-a compare-and-set (see scorer/lua/user_write.lua). The arithmetic repeats
-fraudcore/features.py (`user_features`, `update_user`) operation for operation; a test
-asserts identical vectors, bit for bit.
+This is the one implementation: the scorer runs it on each batch's users, with their
+states fetched from Redis (scorer/feature_store.py), and the trainer's offline build runs
+it over states kept in memory (fraudcore/offline.py). The state's layout is
+fraudcore/user_state.py's. Which column each value goes to comes from the catalogue
+(`USER_NAMES`): the kernel's outputs are named in `OUTPUTS`, and every user feature of the
+catalogue must be one of them.
 
-Format 4 is a sequence of little-endian 8-byte words, so that the kernel reads a state
-with plain array indexing (one int64 and one float64 view of the same memory):
-
-    header    9 words: format (= 4, so the first byte is 0x04), version, last_ts (-1 when
-              none), last_lat, last_lon (NaN when unknown), and the counts n_recent,
-              n_days, n_devices, n_countries
-    recent    29 words an event of the last 24 h: txid digest (2 words), ts_ms, cents,
-              merchant digest, country digest, lat, lon, then the event's 21 feature
-              values as they were returned (a replay gets them back)
-    days      4 words a UTC day: day, count, cents sum, cents^2 sum (a double: exact
-              below 2^53, as the Lua script's were; it cannot overflow)
-    devices   3 words a device: digest, first ts_ms, last ts_ms; then countries alike
-
-`version` grows by one with every write; the compare-and-set refuses a state whose
-version moved since it was read, so a fenced zombie can never roll a user back.
-
-Strings (transaction, merchant, country and device ids) are kept as 64-bit digests
-(FNV-1a, then a SplitMix64 finaliser; the transaction id as two independent ones, 128
-bits): the empty string is 0 and nothing else is. Two different ids of one user in the
-same day would have to collide for a feature to change: about 1 in 10^17 per pair.
+A call takes a batch: every user's state (or none), the user's transactions in stream
+order, and computes, transaction by transaction, the features from the state and then
+folds the transaction in. A transaction id already in the user's last 24 h is a replay:
+it gets the vector it got the first time, and changes nothing.
 """
 
 from __future__ import annotations
 
 import math
-import struct
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import chain
 
 import numba
 import numpy as np
@@ -49,21 +32,46 @@ from fraudcore.features import (
     MINUTE_MS,
     USER_NAMES,
     TxnInput,
-    UserState,
     haversine_km,
 )
+from fraudcore.user_state import (
+    DAY_WORDS,
+    FEATURE_SET_WORD,
+    FORMAT,
+    H_COUNTRIES,
+    H_DAYS,
+    H_DEVICES,
+    H_FEATURE_SET,
+    H_FORMAT,
+    H_LAST_LAT,
+    H_LAST_LON,
+    H_LAST_TS,
+    H_RECENT,
+    H_VERSION,
+    HEADER_WORDS,
+    RECENT_FIXED_WORDS,
+    SEEN_WORDS,
+    StateKind,
+    capacity,
+    classify,
+)
 
-FORMAT = 4
-N_USER = len(USER_NAMES)  # 21
-HEADER_WORDS = 9
-RECENT_WORDS = 8 + N_USER
-DAY_WORDS = 4
-SEEN_WORDS = 3
-# Header word indexes.
-_H_FORMAT, _H_VERSION, _H_LAST_TS, _H_LAST_LAT, _H_LAST_LON = 0, 1, 2, 3, 4
-_H_RECENT, _H_DAYS, _H_DEVICES, _H_COUNTRIES = 5, 6, 7, 8
-# Where the version word is in a state's bytes (what the compare-and-set compares).
-VERSION_BYTES = slice(8 * _H_VERSION, 8 * _H_VERSION + 8)
+# What the kernel computes, in the order of its value array; the catalogue decides which
+# of them are features and where they go.
+OUTPUTS = (
+    "user_txn_count_1m", "user_txn_count_10m", "user_txn_count_1h", "user_txn_count_24h",
+    "user_txn_count_7d", "user_txn_count_30d", "user_amount_sum_1d", "user_amount_mean_1d",
+    "user_amount_sum_7d", "user_amount_mean_7d", "user_amount_sum_30d",
+    "user_amount_mean_30d", "user_amount_zscore_30d", "user_seconds_since_prev",
+    "user_distinct_merchants_24h", "user_distinct_countries_24h", "user_distance_km_prev",
+    "user_speed_kmh_prev", "user_new_device", "user_new_country",
+)  # fmt: skip
+_missing = sorted(set(USER_NAMES) - set(OUTPUTS))
+if _missing:
+    raise ImportError(f"user features with no arithmetic in fraudcore/user_kernel.py: {_missing}")
+# Per output: its column in the user block (the catalogue's USER_NAMES order), -1 = unused.
+SLOTS = np.array([USER_NAMES.index(n) if n in USER_NAMES else -1 for n in OUTPUTS], np.int64)
+N_OUTPUTS = len(OUTPUTS)
 
 _FNV_OFFSET = np.uint64(0xCBF29CE484222325)
 _FNV_OFFSET_B = np.uint64(0x84222325CBF29CE4)
@@ -165,6 +173,7 @@ def run_users(
     words: np.ndarray,  # int64 view of every fetched state, concatenated
     fwords: np.ndarray,  # float64 view of the same memory
     user_start: np.ndarray,  # per user: word offset of its state in `words`, -1 = none
+    user_version: np.ndarray,  # per user: the version its new state follows
     user_tx: np.ndarray,  # per user + 1: where its rows start in `rows`
     rows: np.ndarray,  # transaction rows grouped by user, in stream order
     ids: np.ndarray,  # per transaction: txid digest (2), merchant, country, device
@@ -173,14 +182,19 @@ def run_users(
     lat: np.ndarray,  # NaN = unknown
     lon: np.ndarray,
     readonly: bool,
-    out: np.ndarray,  # (transactions, 21) user features
-    new_words: np.ndarray,  # int64 output arena: the changed states, format 4
+    slots: np.ndarray,  # SLOTS
+    feature_set: np.int64,  # FEATURE_SET_WORD, written into every new state
+    out: np.ndarray,  # (transactions, user features)
+    replayed: np.ndarray,  # (transactions,) bool: a replay, nothing folded in
+    new_words: np.ndarray,  # int64 output arena: the changed states
     new_fwords: np.ndarray,
     new_start: np.ndarray,  # per user: word offset of its new state, -1 = unchanged
     new_len: np.ndarray,
 ) -> int:
     """Every user's features (into `out`) and changed state (into the arena); returns the
     words of the arena used."""
+    n_user = out.shape[1]
+    recent_words = RECENT_FIXED_WORDS + n_user
     n_users = user_start.shape[0]
     # Scratch sized for the largest user of the batch.
     cap_recent = 1
@@ -189,9 +203,9 @@ def run_users(
     for u in range(n_users):
         extra = user_tx[u + 1] - user_tx[u]
         s = user_start[u]
-        nr = words[s + _H_RECENT] if s >= 0 else 0
-        nd = words[s + _H_DAYS] if s >= 0 else 0
-        ns = max(words[s + _H_DEVICES], words[s + _H_COUNTRIES]) if s >= 0 else 0
+        nr = words[s + H_RECENT] if s >= 0 else 0
+        nd = words[s + H_DAYS] if s >= 0 else 0
+        ns = max(words[s + H_DEVICES], words[s + H_COUNTRIES]) if s >= 0 else 0
         cap_recent = max(cap_recent, nr + extra)
         cap_days = max(cap_days, nd + extra)
         cap_seen = max(cap_seen, ns + extra)
@@ -203,7 +217,7 @@ def run_users(
     r_country = np.empty(cap_recent, np.int64)
     r_lat = np.empty(cap_recent, np.float64)
     r_lon = np.empty(cap_recent, np.float64)
-    r_result = np.empty((cap_recent, N_USER), np.float64)
+    r_result = np.empty((cap_recent, n_user), np.float64)
     d_day = np.empty(cap_days, np.int64)
     d_count = np.empty(cap_days, np.int64)
     d_sum = np.empty(cap_days, np.int64)
@@ -216,35 +230,35 @@ def run_users(
     co_last = np.empty(cap_seen, np.int64)
     merchants = np.empty(cap_recent, np.int64)
     countries = np.empty(cap_recent, np.int64)
-    vector = np.empty(N_USER, np.float64)
+    values = np.empty(N_OUTPUTS, np.float64)
+    vector = np.empty(n_user, np.float64)
 
     used = 0
     for u in range(n_users):
         # ---- load
         s = user_start[u]
-        version = np.int64(0)
+        version = user_version[u]
         last_ts = np.int64(-1)
         last_lat = math.nan
         last_lon = math.nan
         nr = nd = ndv = nco = 0
         if s >= 0:
-            version = words[s + _H_VERSION]
-            last_ts = words[s + _H_LAST_TS]
-            last_lat = fwords[s + _H_LAST_LAT]
-            last_lon = fwords[s + _H_LAST_LON]
-            nr = words[s + _H_RECENT]
-            nd = words[s + _H_DAYS]
-            ndv = words[s + _H_DEVICES]
-            nco = words[s + _H_COUNTRIES]
+            last_ts = words[s + H_LAST_TS]
+            last_lat = fwords[s + H_LAST_LAT]
+            last_lon = fwords[s + H_LAST_LON]
+            nr = words[s + H_RECENT]
+            nd = words[s + H_DAYS]
+            ndv = words[s + H_DEVICES]
+            nco = words[s + H_COUNTRIES]
             p = s + HEADER_WORDS
             for j in range(nr):
                 r_ida[j], r_idb[j] = words[p], words[p + 1]
                 r_ts[j], r_cents[j] = words[p + 2], words[p + 3]
                 r_merchant[j], r_country[j] = words[p + 4], words[p + 5]
                 r_lat[j], r_lon[j] = fwords[p + 6], fwords[p + 7]
-                for k in range(N_USER):
-                    r_result[j, k] = fwords[p + 8 + k]
-                p += RECENT_WORDS
+                for k in range(n_user):
+                    r_result[j, k] = fwords[p + RECENT_FIXED_WORDS + k]
+                p += recent_words
             for j in range(nd):
                 d_day[j], d_count[j], d_sum[j] = words[p], words[p + 1], words[p + 2]
                 d_sq[j] = fwords[p + 3]
@@ -270,9 +284,11 @@ def run_users(
                     replay = j
                     break
             if replay >= 0:
-                for k in range(N_USER):
+                for k in range(n_user):
                     out[i, k] = r_result[replay, k]
+                replayed[i] = True
                 continue
+            replayed[i] = False
             # ---- features (fraudcore.features.user_features)
             today = t // DAY_MS
             c1m = c10m = c1h = c24h = 0
@@ -325,7 +341,6 @@ def run_users(
             sum7 += today_sum
 
             mean30 = _mean(sum30, count30)
-            ratio = c / 100 / mean30 if count30 > 0 and mean30 > 0 else math.nan
             zscore = math.nan
             if count30 >= 2:
                 mean_c = sum30 / count30
@@ -354,17 +369,21 @@ def run_users(
                 first = _seen_first(co_key, co_first, nco, country)
                 new_country = 0.0 if first >= 0 and first < t else 1.0
 
-            vector[0], vector[1], vector[2], vector[3] = c1m, c10m, c1h, c24h
-            vector[4], vector[5] = count7, count30
-            vector[6], vector[7] = sum24h / 100, _mean(sum24h, c24h)
-            vector[8], vector[9] = sum7 / 100, _mean(sum7, count7)
-            vector[10], vector[11], vector[12], vector[13] = sum30 / 100, mean30, ratio, zscore
-            vector[14] = since_prev
-            vector[15] = _distinct(merchants, n_merchants)
-            vector[16] = _distinct(countries, n_countries)
-            vector[17], vector[18] = distance, speed
-            vector[19], vector[20] = new_device, new_country
-            for k in range(N_USER):
+            # In OUTPUTS order.
+            values[0], values[1], values[2], values[3] = c1m, c10m, c1h, c24h
+            values[4], values[5] = count7, count30
+            values[6], values[7] = sum24h / 100, _mean(sum24h, c24h)
+            values[8], values[9] = sum7 / 100, _mean(sum7, count7)
+            values[10], values[11], values[12] = sum30 / 100, mean30, zscore
+            values[13] = since_prev
+            values[14] = _distinct(merchants, n_merchants)
+            values[15] = _distinct(countries, n_countries)
+            values[16], values[17] = distance, speed
+            values[18], values[19] = new_device, new_country
+            for k in range(N_OUTPUTS):
+                if slots[k] >= 0:
+                    vector[slots[k]] = values[k]
+            for k in range(n_user):
                 out[i, k] = vector[k]
             if readonly:
                 continue
@@ -378,13 +397,13 @@ def run_users(
                         r_ida[kept], r_idb[kept], r_ts[kept] = r_ida[j], r_idb[j], r_ts[j]
                         r_cents[kept], r_merchant[kept] = r_cents[j], r_merchant[j]
                         r_country[kept], r_lat[kept], r_lon[kept] = r_country[j], r_lat[j], r_lon[j]
-                        for k in range(N_USER):
+                        for k in range(n_user):
                             r_result[kept, k] = r_result[j, k]
                     kept += 1
             nr = kept
             r_ida[nr], r_idb[nr], r_ts[nr], r_cents[nr] = ida, idb, t, c
             r_merchant[nr], r_country[nr], r_lat[nr], r_lon[nr] = merchant, country, lat[i], lon[i]
-            for k in range(N_USER):
+            for k in range(n_user):
                 r_result[nr, k] = vector[k]
             nr += 1
 
@@ -418,24 +437,25 @@ def run_users(
         # ---- store
         p = used
         new_start[u] = p
-        new_words[p + _H_FORMAT] = FORMAT
-        new_words[p + _H_VERSION] = version + 1
-        new_words[p + _H_LAST_TS] = last_ts
-        new_fwords[p + _H_LAST_LAT] = last_lat
-        new_fwords[p + _H_LAST_LON] = last_lon
-        new_words[p + _H_RECENT] = nr
-        new_words[p + _H_DAYS] = nd
-        new_words[p + _H_DEVICES] = ndv
-        new_words[p + _H_COUNTRIES] = nco
+        new_words[p + H_FORMAT] = FORMAT
+        new_words[p + H_VERSION] = version + 1
+        new_words[p + H_FEATURE_SET] = feature_set
+        new_words[p + H_LAST_TS] = last_ts
+        new_fwords[p + H_LAST_LAT] = last_lat
+        new_fwords[p + H_LAST_LON] = last_lon
+        new_words[p + H_RECENT] = nr
+        new_words[p + H_DAYS] = nd
+        new_words[p + H_DEVICES] = ndv
+        new_words[p + H_COUNTRIES] = nco
         p += HEADER_WORDS
         for j in range(nr):
             new_words[p], new_words[p + 1] = r_ida[j], r_idb[j]
             new_words[p + 2], new_words[p + 3] = r_ts[j], r_cents[j]
             new_words[p + 4], new_words[p + 5] = r_merchant[j], r_country[j]
             new_fwords[p + 6], new_fwords[p + 7] = r_lat[j], r_lon[j]
-            for k in range(N_USER):
-                new_fwords[p + 8 + k] = r_result[j, k]
-            p += RECENT_WORDS
+            for k in range(n_user):
+                new_fwords[p + RECENT_FIXED_WORDS + k] = r_result[j, k]
+            p += recent_words
         for j in range(nd):
             new_words[p], new_words[p + 1], new_words[p + 2] = d_day[j], d_count[j], d_sum[j]
             new_fwords[p + 3] = d_sq[j]
@@ -449,17 +469,6 @@ def run_users(
         new_len[u] = p - used
         used = p
     return used
-
-
-def state_words(raw: bytes) -> int:
-    """The words a format-4 state holds (its length check)."""
-    header = np.frombuffer(raw, "<i8", HEADER_WORDS)
-    return int(
-        HEADER_WORDS
-        + header[_H_RECENT] * RECENT_WORDS
-        + header[_H_DAYS] * DAY_WORDS
-        + (header[_H_DEVICES] + header[_H_COUNTRIES]) * SEEN_WORDS
-    )
 
 
 def digests(strings: Sequence[str], second: np.ndarray | None = None) -> np.ndarray:
@@ -490,59 +499,87 @@ def transaction_ids(txs: Sequence[TxnInput]) -> np.ndarray:
     return ids
 
 
-def encode_state(state: UserState, version: int = 0) -> bytes:
-    """A UserState (e.g. read from an earlier format) in format 4."""
-    nan = math.nan
-    recent = state.recent
-    rows = [e.transaction_id for e in recent]
-    txid = digests(rows, np.ones(len(rows), np.bool_))
-    strings = digests(
-        [e.merchant_id for e in recent]
-        + [e.country for e in recent]
-        + list(state.devices)
-        + list(state.countries)
-    )[:, 0]
-    n = len(recent)
-    merchant, country = strings[:n], strings[n : 2 * n]
-    device_keys = strings[2 * n : 2 * n + len(state.devices)]
-    country_keys = strings[2 * n + len(state.devices) :]
-    last_ts, last_lat, last_lon = state.last if state.last is not None else (-1, None, None)
-    words: list[float | int] = [
-        FORMAT, version, last_ts,
-        nan if last_lat is None else last_lat, nan if last_lon is None else last_lon,
-        n, len(state.days), len(state.devices), len(state.countries),
-    ]  # fmt: skip
-    kinds = "qqqddqqqq"
-    for j, e in enumerate(recent):
-        words += [int(txid[j, 0]), int(txid[j, 1]), e.ts_ms, e.cents]
-        words += [int(merchant[j]), int(country[j])]
-        words += [nan if e.lat is None else e.lat, nan if e.lon is None else e.lon]
-        words += [float(v) for v in e.result]
-        kinds += "qqqqqqdd" + "d" * N_USER
-    for day, (count, total, sq) in state.days.items():
-        words += [day, count, total, float(sq)]
-        kinds += "qqqd"
-    for keys, seen in ((device_keys, state.devices), (country_keys, state.countries)):
-        for key, (first, last) in zip(keys, seen.values(), strict=True):
-            words += [int(key), first, last]
-            kinds += "qqq"
-    return struct.pack("<" + kinds, *words)
+@dataclass(frozen=True)
+class UserResult:
+    features: np.ndarray  # (transactions, user features), in the batch's order
+    replayed: np.ndarray  # (transactions,) bool: a replay of an earlier transaction
+    states: list[bytes | None]  # per user: its new state, None = unchanged
+
+
+def compute_users(
+    txs: Sequence[TxnInput],
+    user_rows: np.ndarray,
+    user_tx: np.ndarray,
+    states: Sequence[bytes | None],
+    versions: Sequence[int],
+    *,
+    readonly: bool = False,
+) -> UserResult:
+    """The user features of a batch and the users' new states.
+
+    User u's transactions are txs[user_rows[user_tx[u]:user_tx[u + 1]]], in stream order;
+    states[u] is its stored state (current format and feature set) or None, and its new
+    state gets version versions[u] + 1."""
+    n, n_users = len(txs), len(states)
+    starts = np.full(n_users, -1, np.int64)
+    at = 0
+    for u, state in enumerate(states):
+        if state is not None:
+            starts[u] = at
+            at += len(state) >> 3
+    # Read-only (a view of the bytes), also when empty: one compiled signature.
+    words = np.frombuffer(b"".join(s for s in states if s is not None), "<i8")
+    lat = np.fromiter((math.nan if tx.lat is None else tx.lat for tx in txs), np.float64, n)
+    lon = np.fromiter((math.nan if tx.lon is None else tx.lon for tx in txs), np.float64, n)
+    new_words = np.empty(capacity(words.shape[0], n_users, n), np.int64)
+    new_start = np.empty(n_users, np.int64)
+    new_len = np.empty(n_users, np.int64)
+    features = np.empty((n, len(USER_NAMES)), np.float64)
+    replayed = np.empty(n, np.bool_)
+    run_users(
+        words, words.view(np.float64), starts, np.asarray(versions, np.int64), user_tx,
+        user_rows, transaction_ids(txs),
+        np.fromiter((tx.ts_ms for tx in txs), np.int64, n),
+        np.fromiter((tx.cents for tx in txs), np.int64, n),
+        lat, lon, readonly, SLOTS, np.int64(FEATURE_SET_WORD),
+        features, replayed, new_words, new_words.view(np.float64), new_start, new_len,
+    )  # fmt: skip
+    arena = new_words.tobytes()
+    new_states: list[bytes | None] = [
+        None if start < 0 else arena[8 * start : 8 * (start + length)]
+        for start, length in zip(new_start.tolist(), new_len.tolist(), strict=True)
+    ]
+    return UserResult(features, replayed, new_states)
+
+
+def group_rows(keys: Sequence[str]) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The distinct keys in first-seen order, the rows grouped by key (stream order kept
+    within a key), and where each key's rows start: compute_users' user_rows and user_tx."""
+    groups: dict[str, list[int]] = {}
+    for i, key in enumerate(keys):
+        rows = groups.get(key)
+        if rows is None:
+            groups[key] = [i]
+        else:
+            rows.append(i)
+    counts = np.fromiter(map(len, groups.values()), np.int64, len(groups))
+    flat = np.fromiter(chain.from_iterable(groups.values()), np.intp, len(keys))
+    return list(groups), flat, np.concatenate(([0], np.cumsum(counts)))
 
 
 def warm_up() -> float:
     """Compile the kernel (or load it from numba's cache) now, on a one-transaction batch,
     rather than in the first real batch: compiling takes ~12 s on this project's machine.
+    Also checks what it wrote against fraudcore/user_state.py: numba's cache follows this
+    file only, so after an edit of the layout alone it would run stale code.
     Returns the seconds it took."""
     started = time.perf_counter()
     tx = TxnInput("warm-up", "warm-up", "warm-up", DAY_MS, 100, "FR", 0.0, 0.0, "warm-up")
-    n_words = HEADER_WORDS + RECENT_WORDS + DAY_WORDS + 2 * SEEN_WORDS
-    words = np.frombuffer(b"", "<i8")  # read-only, as FeatureStore passes the states
-    new_words = np.empty(n_words, np.int64)
-    run_users(
-        words, words.view(np.float64), np.array([-1]), np.array([0, 1]), np.array([0]),
-        transaction_ids([tx]), np.array([tx.ts_ms]), np.array([tx.cents]),
-        np.array([0.0]), np.array([0.0]), False,
-        np.empty((1, N_USER)), new_words, new_words.view(np.float64),
-        np.empty(1, np.int64), np.empty(1, np.int64),
-    )  # fmt: skip
+    result = compute_users([tx], np.array([0], np.intp), np.array([0, 1]), [None], [0])
+    state = result.states[0]
+    if state is None or classify(state) is not StateKind.CURRENT or state[0] != FORMAT:
+        raise RuntimeError(
+            "the compiled user kernel disagrees with fraudcore/user_state.py; remove the "
+            "numba cache (fraudcore/__pycache__/user_kernel.*.nbi/.nbc) and start again"
+        )
     return time.perf_counter() - started
