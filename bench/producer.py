@@ -1,4 +1,4 @@
-"""`python -m producer.bench`: how fast the simulator makes transactions, without Kafka.
+"""`python -m bench.producer`: how fast the simulator makes transactions, without Kafka.
 
 Two figures: events generated per second, and per second including what the produce loop
 adds before Kafka (JSON encoding and the contract checks of transaction and label). The

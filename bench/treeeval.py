@@ -1,6 +1,6 @@
 """Throughput of the compiled tree evaluator against stock sklearn, on one core.
 
-    python -m scorer.bench_treeeval [--seconds 0.5] [--pin CPU] [--json PATH]
+    python -m bench.treeeval [--seconds 0.5] [--pin CPU] [--json PATH]
 
 Trains models shaped like ours on random data (33 features, a few mostly-missing columns,
 heavy-tailed amounts and counts), then times FraudModel.score (sklearn) and

@@ -1,6 +1,6 @@
 """Throughput benchmark: alerts stored and delivered per second to a local webhook.
 
-    python -m alerting.bench --bootstrap localhost:19092 --alerts 5000
+    python -m bench.alerting --bootstrap localhost:19092 --alerts 5000
 
 Creates its own uniquely named topics (deleted afterwards), runs `python -m alerting` as a
 subprocess with a fresh SQLite file and a webhook sink pointing at a receiver in this
@@ -95,7 +95,7 @@ def _free_port() -> int:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m alerting.bench",
+        prog="python -m bench.alerting",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
