@@ -50,7 +50,15 @@ logger = logging.getLogger(__name__)
 
 
 def _script(name: str) -> str:
-    return resources.files("scorer").joinpath("lua", f"{name}.lua").read_text()
+    source = resources.files("scorer").joinpath("lua", f"{name}.lua").read_text()
+    if name in _MERCHANT_SCRIPTS:
+        layout = resources.files("scorer").joinpath("lua", "merchant_state.lua").read_text()
+        return layout + source
+    return source
+
+
+# The scripts that share merchant_state.lua, the merchant state's layout.
+_MERCHANT_SCRIPTS = frozenset({"merchant", "label"})
 
 
 @dataclass(frozen=True)
@@ -117,11 +125,17 @@ class FeatureStore:
 
     def merchant_state(self, merchant_id: str) -> MerchantSnapshot:
         """The merchant's state as stored (for tests and operators)."""
-        raw = self.client.get(self.merchant_key(merchant_id))
-        if raw is None:
-            return MerchantSnapshot({}, {}, {})
-        days, marks, frauds = msgpack.unpackb(raw, strict_map_key=False)
-        return MerchantSnapshot(dict(days or {}), dict(marks or {}), dict(frauds or {}))
+        stored = self.client.hgetall(self.merchant_key(merchant_id))
+        days = np.frombuffer(stored.get(b"days", b""), "<f8").astype(np.int64).reshape(-1, 2)
+        marks = {
+            field.decode().removeprefix("mark:"): int(value)
+            for field, value in stored.items()
+            if field.startswith(b"mark:")
+        }
+        frauds = msgpack.unpackb(stored.get(b"fraud_ids", b"\x80"))
+        return MerchantSnapshot(
+            {int(day): int(count) for day, count in days}, marks, dict(frauds or {})
+        )
 
     def forget_written(self) -> None:
         """Drop the states this process remembers writing (after a conflict, a lost

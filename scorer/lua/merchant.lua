@@ -1,61 +1,80 @@
 -- Count one merchant's transactions of a batch, and answer what its state held before:
--- the merchant record that fraudcore/merchant.py computes the features from (its
--- docstring has the layout). Storage only: no feature arithmetic here.
+-- the merchant record fraudcore/merchant.py computes the features from (its docstring has
+-- the layout). Storage only: no feature arithmetic here. (merchant_state.lua comes first.)
 --
--- KEYS[1]  merchant state, msgpack {days, marks, frauds}:
---            days   day -> transactions counted that day (kept KEEP_DAYS days)
---            marks  "topic:partition" -> highest source offset already counted, so a
---                   replayed batch (after an aborted Kafka transaction) counts nothing twice
---            frauds transaction_id -> available_at ms of its first fraud label
+-- KEYS[1]  merchant state
 -- ARGV[1]  msgpack array of ts_ms, "topic:partition", offset, ts_ms, ... (3 per transaction)
 -- ARGV[2]  "1" = read-only
 -- ARGV[3]  idle expiry in ms
 -- Returns  the merchant record, little-endian doubles.
-local DAY = 86400000
-local KEEP_DAYS = 45  -- fraudcore.merchant.KEEP_DAYS
+local key = KEYS[1]
+upgrade(key)
 local txs = cmsgpack.unpack(ARGV[1])
 local readonly = ARGV[2] == "1"
-local raw = redis.call("GET", KEYS[1])
-local st
-if raw then st = cmsgpack.unpack(raw) else st = {{}, {}, {}} end
-local days, marks, frauds = st[1], st[2], st[3]
 
-local values = {0, 0}
-local n_days, n_frauds = 0, 0
-for day, count in pairs(days) do
-  values[#values + 1] = day
-  values[#values + 1] = count
-  n_days = n_days + 1
+local fields, sources = {"days", "frauds"}, {}
+for i = 2, #txs, 3 do
+  if not sources[txs[i]] then
+    fields[#fields + 1] = "mark:" .. txs[i]
+    sources[txs[i]] = #fields
+  end
 end
-for _, available in pairs(frauds) do
-  values[#values + 1] = available
-  n_frauds = n_frauds + 1
-end
-values[1], values[2] = n_days, n_frauds
+local got = redis.call("HMGET", key, unpack(fields))
+local days, frauds = got[1] or "", got[2] or ""
+local record = struct.pack("<dd", #days / 16, #frauds / 8) .. days .. frauds
 
+local marks = {}
+for source, at in pairs(sources) do marks[source] = tonumber(got[at]) or -1 end
+
+-- Add one to `day`: in place when it is the newest day, appended (and the oldest days
+-- dropped) when it is newer; a late day is rare and rewrites the pairs.
+local function count(day)
+  local n = #days
+  local last, last_count = -1, 0
+  if n > 0 then last, last_count = struct.unpack("<dd", days, n - 15) end
+  if day == last then
+    days = string.sub(days, 1, n - 16) .. struct.pack("<dd", day, last_count + 1)
+  elseif day > last then
+    days = days .. struct.pack("<dd", day, 1)
+    while #days > 16 and struct.unpack("<d", days, 1) < day - KEEP_DAYS do
+      days = string.sub(days, 17)
+    end
+  else
+    local parts, placed = {}, false
+    for pos = 1, n, 16 do
+      local d, c = struct.unpack("<dd", days, pos)
+      if not placed and d >= day then
+        if d == day then c = c + 1 else parts[#parts + 1] = struct.pack("<dd", day, 1) end
+        placed = true
+      end
+      parts[#parts + 1] = struct.pack("<dd", d, c)
+    end
+    days = table.concat(parts)
+  end
+end
+
+local counted = {}
 local changed = false
 for i = 1, #txs, 3 do
-  local t, source, offset = txs[i], txs[i + 1], txs[i + 2]
-  local counted = 0
-  if not readonly and offset > (marks[source] or -1) then
-    local today = math.floor(t / DAY)
-    for day in pairs(days) do
-      if day < today - KEEP_DAYS then days[day] = nil end
-    end
-    days[today] = (days[today] or 0) + 1
+  local source, offset = txs[i + 1], txs[i + 2]
+  if not readonly and offset > marks[source] then
+    count(math.floor(txs[i] / DAY))
     marks[source] = offset
     changed = true
-    counted = 1
+    counted[#counted + 1] = "\0\0\0\0\0\0\240\63"  -- 1.0
+  else
+    counted[#counted + 1] = "\0\0\0\0\0\0\0\0"  -- 0.0
   end
-  values[#values + 1] = counted
 end
 if changed then
-  redis.call("SET", KEYS[1], cmsgpack.pack({days, marks, frauds}), "PX", ARGV[3])
+  local update = {"days", days}
+  for source, offset in pairs(marks) do
+    if offset >= 0 then
+      update[#update + 1] = "mark:" .. source
+      update[#update + 1] = string.format("%d", offset)
+    end
+  end
+  redis.call("HSET", key, unpack(update))
+  redis.call("PEXPIRE", key, ARGV[3])
 end
--- unpack() takes a few thousand values at most: pack in slices.
-local parts = {}
-for first = 1, #values, 1000 do
-  local last = math.min(first + 999, #values)
-  parts[#parts + 1] = struct.pack("<" .. string.rep("d", last - first + 1), unpack(values, first, last))
-end
-return table.concat(parts)
+return record .. table.concat(counted)

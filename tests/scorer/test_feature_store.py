@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 import uuid
 
+import msgpack
 import numpy as np
 import pytest
 from prometheus_client import REGISTRY
@@ -236,3 +237,30 @@ def test_a_state_of_another_kind_starts_the_user_afresh_on_purpose(
     with pytest.raises(UserStateConflict):
         zombie.check_writes(writes, zombie._run(writes.request, writes.calls))
     assert store.client.get(store.user_key(user)) == stored
+
+
+def test_a_merchant_state_of_the_msgpack_layout_is_upgraded_in_place(
+    store: FeatureStore,
+) -> None:
+    """The merchant state as one msgpack string {days, marks, frauds} (the layout before
+    the hash) is rewritten as the hash by the first call, counts and labels kept."""
+    day_ms = 86_400_000
+    today = 1_780_000_000_000 // day_ms
+    merchant = f"m-{uuid.uuid4().hex}"
+    key = store.merchant_key(merchant)
+    old = {today - 1: 4, today - 3: 2, today - 40: 9}
+    store.client.set(
+        key, msgpack.packb([old, {"t:0": 17}, {"f-1": (today - 2) * day_ms}]), px=10**9
+    )
+    record = {"user_id": "u", "merchant_id": merchant, "amount": 1.0}
+    tx = TxnInput.from_record({**record, "transaction_id": "a"}, today * 86_400 + 60)
+    vector = store.compute([tx], [SourcePosition("t:0", 17)])[0]  # offset 17: counted before
+    assert vector[FEATURE_INDEX["merchant_txn_count_1d"]] == 4
+    assert vector[FEATURE_INDEX["merchant_txn_count_7d"]] == 6
+    assert vector[FEATURE_INDEX["merchant_fraud_count_7d"]] == 1
+    state = store.merchant_state(merchant)
+    assert state.days == old and state.marks == {"t:0": 17}
+    assert state.frauds == {"f-1": (today - 2) * day_ms}
+    assert store.client.type(key) == b"hash" and 0 < store.client.pttl(key) <= 10**9
+    store.compute([tx._replace(transaction_id="b")], [SourcePosition("t:0", 18)])
+    assert store.merchant_state(merchant).days == {**old, today: 1}
