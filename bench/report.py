@@ -13,12 +13,10 @@ import orjson
 README = Path(__file__).resolve().parent / "README.md"
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 
-TARGETS = {
-    "throughput": 20_000,  # tx/s, one scorer process
-    "p99_ms_at_5000": 100.0,
-    "naive_ratio": 100.0,
-    "redis_bytes_per_user": 4096,
-}
+TARGET_TX_S = 20_000  # one scorer process, exactly once
+TARGET_CPU_US_PER_TX = 80.0  # scorer + Redis + broker
+TARGET_P99_MS = {1000: 50.0, 5000: 100.0, 10_000: 100.0}  # by offered tx/s, exactly once
+TARGET_REDIS_BYTES_PER_USER = 4096
 
 
 def _finite(value: Any) -> Any:
@@ -59,6 +57,16 @@ def _load(machine: dict[str, Any] | None, others: float | None = None) -> str:
     return text
 
 
+def total_cpu_us_per_tx(run: dict[str, Any]) -> float | None:
+    """Scorer + broker + Redis CPU per transaction of a drain (the neighbours' CPU over
+    the same window, shared out over the same transactions)."""
+    scorer_s, per_tx = run.get("scorer_cpu_s"), run.get("scorer_cpu_us_per_tx")
+    neighbours = run.get("neighbours_cpu_s") or {}
+    if not scorer_s or not per_tx or not {"kafka", "redis"} <= set(neighbours):
+        return None
+    return float(per_tx * (1 + (neighbours["kafka"] + neighbours["redis"]) / scorer_s))
+
+
 def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     """Each target with the measured value and whether it is met."""
     out = []
@@ -66,23 +74,50 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     if main:
         out.append(
             {
-                "target": "one scorer process, sustained",
-                "goal": f">= {TARGETS['throughput']:,} tx/s",
+                "target": "one scorer process, sustained (exactly once)",
+                "goal": f">= {TARGET_TX_S:,} tx/s",
                 "measured": f"{main['steady_tx_s']:,} tx/s",
-                "met": main["steady_tx_s"] >= TARGETS["throughput"],
+                "met": main["steady_tx_s"] >= TARGET_TX_S,
                 "load": _load(main["machine"], main.get("others_cpu_cores")),
             }
         )
-    level = _level(results, "exactly_once", 5000)
-    if level:
-        p99 = level.get("p99_ms")
+        total = total_cpu_us_per_tx(main)
+        if total is not None:
+            neighbours = main["neighbours_cpu_s"]
+            share = main["scorer_cpu_us_per_tx"] / main["scorer_cpu_s"]
+            out.append(
+                {
+                    "target": "CPU per transaction, scorer + Redis + broker",
+                    "goal": f"<= {TARGET_CPU_US_PER_TX:.0f} µs",
+                    "measured": f"{total:.1f} µs ({main['scorer_cpu_us_per_tx']:.1f} + "
+                    f"{neighbours['redis'] * share:.1f} + {neighbours['kafka'] * share:.1f})",
+                    "met": total <= TARGET_CPU_US_PER_TX,
+                    "load": _load(main["machine"], main.get("others_cpu_cores")),
+                }
+            )
+    for rate, goal in TARGET_P99_MS.items():
+        level = _level(results, "exactly_once", rate)
+        if level:
+            p99 = level.get("p99_ms")
+            out.append(
+                {
+                    "target": f"p99 end-to-end at {rate:,} tx/s",
+                    "goal": f"<= {goal:.0f} ms",
+                    "measured": _num(p99, " ms", 1),
+                    "met": p99 is not None and p99 <= goal,
+                    "load": _load(level["machine"], level.get("others_cpu_cores")),
+                }
+            )
+    memory = results.get("memory", {}).get("enriched")
+    if memory and memory.get("users"):
+        per_user = memory["bytes_per_active_user"]
         out.append(
             {
-                "target": "p99 end-to-end at 5,000 tx/s",
-                "goal": f"<= {TARGETS['p99_ms_at_5000']:.0f} ms",
-                "measured": _num(p99, " ms", 1),
-                "met": p99 is not None and p99 <= TARGETS["p99_ms_at_5000"],
-                "load": _load(level["machine"], level.get("others_cpu_cores")),
+                "target": "Redis per active user",
+                "goal": f"<= {TARGET_REDIS_BYTES_PER_USER / 1024:.0f} KB",
+                "measured": f"{per_user:,} B",
+                "met": per_user <= TARGET_REDIS_BYTES_PER_USER,
+                "load": "",
             }
         )
     naive = results.get("naive")
@@ -90,23 +125,11 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
         ratio = main["steady_tx_s"] / naive["tx_s"]
         out.append(
             {
-                "target": "versus the naive baseline",
-                "goal": f">= {TARGETS['naive_ratio']:.0f}x",
-                "measured": f"{ratio:,.0f}x ({naive['tx_s']:,.0f} tx/s naive)",
-                "met": ratio >= TARGETS["naive_ratio"],
+                "target": "the naive baseline, same run and input",
+                "goal": "runs",
+                "measured": f"{naive['tx_s']:,.0f} tx/s: ours is {ratio:,.0f}x",
+                "met": True,
                 "load": _load(naive["machine"]),
-            }
-        )
-    memory = results.get("memory", {}).get("enriched")
-    if memory and memory.get("users"):
-        per_user = memory["bytes_per_active_user"]
-        out.append(
-            {
-                "target": "Redis per active user",
-                "goal": f"<= {TARGETS['redis_bytes_per_user'] / 1024:.0f} KB",
-                "measured": f"{per_user:,} B",
-                "met": per_user <= TARGETS["redis_bytes_per_user"],
-                "load": "",
             }
         )
     return out
@@ -283,9 +306,7 @@ def plot(path: Path, results: dict[str, Any]) -> None:
                 marker=marker,
                 label=f"{key[:-3]} {mode.replace('_', '-')}",
             )
-    ax.axhline(
-        TARGETS["p99_ms_at_5000"], color="grey", linewidth=0.8, linestyle=":", label="p99 goal"
-    )
+    ax.axhline(TARGET_P99_MS[5000], color="grey", linewidth=0.8, linestyle=":", label="p99 goal")
     ax.set_xlabel("offered load (transactions/s, open loop)")
     ax.set_ylabel("end-to-end latency (ms)")
     ax.set_yscale("log")

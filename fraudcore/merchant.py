@@ -8,12 +8,12 @@ call. The offline build (fraudcore/offline.py) writes the same records from a
 `MerchantBook` in memory. `run_merchants` computes the features from the records, for
 both.
 
-A merchant record is little-endian doubles (every value is an integer below 2^53):
+A merchant record is little-endian 8-byte words:
 
-    n_days, n_frauds
-    day, count          n_days pairs: transactions counted on each UTC day
-    available_at_ms     n_frauds values: when each distinct fraud label became known
-    counted             one per transaction of the call, in its order: 1 if the call
+    n_days, n_frauds    doubles
+    day, count          n_days words, each two int32: transactions counted on a UTC day
+    available_at_ms     n_frauds doubles: when each distinct fraud label became known
+    counted             a double per transaction of the call, in its order: 1 if the call
                         counted it, 0 if it was counted before (a replay) or read-only
 
 Transaction counts are of the full UTC days before the transaction's day, so within a
@@ -51,7 +51,8 @@ N_OUTPUTS = len(OUTPUTS)
 
 @numba.njit(cache=True, nogil=True)
 def run_merchants(
-    records: np.ndarray,  # float64: the merchants' records, concatenated
+    records: np.ndarray,  # float64 view of the merchants' records, concatenated
+    days_view: np.ndarray,  # int32 view of the same memory
     merchant_tx: np.ndarray,  # per merchant + 1: where its rows start in `rows`
     rows: np.ndarray,  # transaction rows grouped by merchant, in stream order
     ts: np.ndarray,  # per transaction: event time, ms
@@ -64,9 +65,9 @@ def run_merchants(
     for m in range(merchant_tx.shape[0] - 1):
         n_days = int(records[p])
         n_frauds = int(records[p + 1])
-        days = records[p + 2 : p + 2 + 2 * n_days : 2].astype(np.int64)
-        counts = records[p + 3 : p + 3 + 2 * n_days : 2].astype(np.int64)
-        f = p + 2 + 2 * n_days
+        days = days_view[2 * (p + 2) : 2 * (p + 2 + n_days) : 2].astype(np.int64)
+        counts = days_view[2 * (p + 2) + 1 : 2 * (p + 2 + n_days) : 2].astype(np.int64)
+        f = p + 2 + n_days
         frauds = records[f : f + n_frauds].astype(np.int64)
         counted = records[f + n_frauds : f + n_frauds + merchant_tx[m + 1] - merchant_tx[m]]
         p = f + n_frauds + merchant_tx[m + 1] - merchant_tx[m]
@@ -113,15 +114,16 @@ def run_merchants(
 
 
 def compute_merchants(
-    records: np.ndarray, merchant_tx: np.ndarray, rows: np.ndarray, ts: np.ndarray
+    records: bytes, merchant_tx: np.ndarray, rows: np.ndarray, ts: np.ndarray
 ) -> np.ndarray:
     """(transactions, merchant features) from the merchants' records, concatenated in
     the order of merchant_tx."""
+    words = np.frombuffer(records, "<f8")
     out = np.empty((ts.shape[0], len(MERCHANT_NAMES)), np.float64)
-    used = run_merchants(records, merchant_tx, rows, ts, SLOTS, out)
-    if used != records.shape[0]:
+    used = run_merchants(words, words.view(np.int32), merchant_tx, rows, ts, SLOTS, out)
+    if used != words.shape[0]:
         raise ValueError(
-            f"merchant records hold {records.shape[0]} values, the batch's transactions "
+            f"merchant records hold {words.shape[0]} words, the batch's transactions "
             f"account for {used}"
         )
     return out
@@ -132,13 +134,16 @@ class MerchantState:
     days: dict[int, int] = field(default_factory=dict)  # day -> transactions counted
     frauds: dict[str, int] = field(default_factory=dict)  # txid -> available_at ms
 
-    def record(self, counted: Sequence[bool]) -> list[float]:
-        values: list[float] = [len(self.days), len(self.frauds)]
-        for day, count in self.days.items():
-            values += (day, count)
-        values += self.frauds.values()
-        values += (1.0 if c else 0.0 for c in counted)
-        return values
+    def record(self, counted: Sequence[bool]) -> bytes:
+        days = np.array(list(self.days.items()), "<i4").reshape(-1, 2)
+        return b"".join(
+            (
+                np.array([len(self.days), len(self.frauds)], "<f8").tobytes(),
+                days.tobytes(),
+                np.array(list(self.frauds.values()), "<f8").tobytes(),
+                np.array(counted, "<f8").tobytes(),
+            )
+        )
 
     def count(self, ts_ms: int) -> None:
         today = ts_ms // DAY_MS
@@ -156,6 +161,6 @@ class MerchantState:
 def warm_up() -> float:
     """Compile the kernel (or load it from numba's cache) before the first batch."""
     started = time.perf_counter()
-    records = np.array(MerchantState().record([True]), np.float64)
-    compute_merchants(records, np.array([0, 1]), np.array([0], np.intp), np.array([DAY_MS]))
+    record = MerchantState().record([True])
+    compute_merchants(record, np.array([0, 1]), np.array([0], np.intp), np.array([DAY_MS]))
     return time.perf_counter() - started

@@ -73,15 +73,15 @@ class OfflineFeatureBuilder:
 
         merchants, merchant_rows, merchant_tx = group_rows([tx.merchant_id for tx in txs])
         counted = ~result.replayed
-        records: list[float] = []
+        records: list[bytes] = []
         for m, merchant_id in enumerate(merchants):
             merchant = self.merchants.setdefault(merchant_id, MerchantState())
             members = merchant_rows[merchant_tx[m] : merchant_tx[m + 1]]
-            records += merchant.record(counted[members].tolist())
+            records.append(merchant.record(counted[members].tolist()))
             for i in members[counted[members]].tolist():
                 merchant.count(txs[i].ts_ms)
         out[:, MERCHANT_COLUMNS] = compute_merchants(
-            np.array(records, np.float64), merchant_tx, merchant_rows, ts
+            b"".join(records), merchant_tx, merchant_rows, ts
         )
         derive_columns(out)
         return out

@@ -126,7 +126,7 @@ class FeatureStore:
     def merchant_state(self, merchant_id: str) -> MerchantSnapshot:
         """The merchant's state as stored (for tests and operators)."""
         stored = self.client.hgetall(self.merchant_key(merchant_id))
-        days = np.frombuffer(stored.get(b"days", b""), "<f8").astype(np.int64).reshape(-1, 2)
+        days = np.frombuffer(stored.get(b"days", b""), "<i4").reshape(-1, 2)
         marks = {
             field.decode().removeprefix("mark:"): int(value)
             for field, value in stored.items()
@@ -374,7 +374,7 @@ class BatchPlan:
     def fill_merchants(self, replies: Sequence[bytes]) -> None:
         """The merchant features from the merchants' records (fraudcore/merchant.py),
         then the derived ones: the matrix is complete."""
-        records = np.frombuffer(b"".join(replies), "<f8")
+        records = b"".join(replies)
         ts = np.fromiter((tx.ts_ms for tx in self.txs), np.int64, len(self.txs))
         self.out[:, MERCHANT_COLUMNS] = compute_merchants(
             records, self.merchant_tx, self.merchant_rows, ts

@@ -2,13 +2,13 @@
 
 Where a message enters: `Scorer.run` consumes `transactions` in micro-batches and
 `_intake` decodes them and sends their feature requests to Redis. Where it leaves:
-`_finish` scores the batch and writes scores, alerts and dead letters and the consumed
-offsets in one Kafka transaction (scorer/transactions.py), whose commit runs in the
-background while the next batch is scored; meanwhile Redis already computes the features
-of the batch after that. Features are folded into Redis before the transaction begins; that
-is safe because the Redis update is idempotent per transaction_id (a replay after an
-abort or a crash computes the same vector and changes nothing), so a crash at any point
-loses nothing and doubles nothing.
+`_finish` scores the batch and hands its outputs to the `Checkpoint`
+(scorer/checkpoint.py), which confirms the batch's Redis state, then commits scores,
+alerts, dead letters and the consumed offsets in one Kafka transaction, in the background
+while the next batch is scored, or rewinds the consumer if any of it failed. Meanwhile
+Redis already computes the features of the batch after that. The Redis update is
+idempotent per transaction_id (a replay after an abort or a crash computes the same vector
+and changes nothing), so a crash at any point loses nothing and doubles nothing.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -28,18 +29,18 @@ from confluent_kafka.admin import AdminClient
 from fraudcore import merchant, user_kernel
 from fraudcore.contracts import format_time
 from fraudcore.dead_letter import FRAMING_BYTES, PRODUCER_MAX_MESSAGE_BYTES, dead_letter_limit
-from fraudcore.kafka import consumer_config, produce_waiting, producer_config, wait_for_kafka
+from fraudcore.kafka import consumer_config, producer_config, wait_for_kafka
 from fraudcore.logs import kv, where
 from scorer import metrics
+from scorer.checkpoint import Checkpoint, KafkaHooks, Offsets
 from scorer.drift import DriftTracker
 from scorer.feature_pipeline import FeaturePipeline, PendingFeatures
 from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
 from scorer.lag import LagProbe
 from scorer.model_manager import LoadedModel, ModelManager
-from scorer.pipeline import Accepted, OutMessage, Rejected, dead_letter, decode_batch, outputs
+from scorer.pipeline import Accepted, Rejected, dead_letter, decode_batch, outputs
 from scorer.settings import ScorerSettings
-from scorer.transactions import BackgroundCommitter, CommitStuck
-from scorer.watchdog import Watchdog, exit_stalled
+from scorer.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 # The next transaction's AddOffsetsToTxn meets CONCURRENT_TRANSACTIONS while the broker
@@ -87,8 +88,7 @@ class Scored:
 class Batch:
     """A micro-batch between `_intake` and `_finish`: decoded, features requested."""
 
-    first: dict[tuple[str, int], int] = field(default_factory=dict)  # offsets per partition
-    last: dict[tuple[str, int], int] = field(default_factory=dict)
+    offsets: Offsets = field(default_factory=Offsets)
     accepted: list[Accepted] = field(default_factory=list)
     rejected: list[Rejected] = field(default_factory=list)
     pending: PendingFeatures | None = None
@@ -156,12 +156,7 @@ class Scorer:
         # while the batch before it is scored and committed.
         self._in_flight: Batch | None = None
         self._features_pipeline: FeaturePipeline | None = None
-        self._clients: tuple[Consumer, Producer] | None = None
-        # Exactly once: the Kafka commit of a batch runs while the next one is scored.
-        self._committer: BackgroundCommitter | None = None
-        # Partitions sought back since the last consume, so that voiding several batches
-        # leaves each partition at the earliest of their first offsets.
-        self._rewound: dict[tuple[str, int], int] = {}
+        self.checkpoint: Checkpoint | None = None  # made with the Kafka clients
         # Bytes a dead letter may have (fraudcore/dead_letter.py); read from the topic.
         self._dlq_limit = PRODUCER_MAX_MESSAGE_BYTES - FRAMING_BYTES
         self.watchdog = Watchdog(
@@ -234,13 +229,6 @@ class Scorer:
             producer_extra["transaction.timeout.ms"] = settings.scorer_transaction_timeout_ms
             producer_extra["retry.backoff.ms"] = TXN_RETRY_BACKOFF_MS
         producer = Producer(producer_config(base, **producer_extra))
-        if self.exactly_once:
-            self._committer = BackgroundCommitter(
-                producer,
-                settings.scorer_startup_timeout_s,
-                self._on_commit_retriable,
-                settings.scorer_transaction_timeout_ms / 1000 + COMMIT_DEADLINE_MARGIN_S,
-            )
         consumer = Consumer(
             consumer_config(
                 base,
@@ -257,11 +245,18 @@ class Scorer:
                 },
             )
         )
-        self._clients = (consumer, producer)
+        checkpoint = self.checkpoint = Checkpoint(
+            consumer,
+            producer,
+            exactly_once=self.exactly_once,
+            timeout_s=settings.scorer_startup_timeout_s,
+            transaction_deadline_s=settings.scorer_transaction_timeout_ms / 1000
+            + COMMIT_DEADLINE_MARGIN_S,
+            kafka=KafkaHooks(self._on_commit_retriable, self._kafka_recovered),
+        )
         try:
             self.watchdog.start()  # init_transactions is a broker call like any other
-            if self.exactly_once:
-                producer.init_transactions(settings.scorer_startup_timeout_s)
+            checkpoint.begin()
             consumer.subscribe(
                 [settings.topic_transactions], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
@@ -283,13 +278,13 @@ class Scorer:
                 timeout = 0.0 if self._in_flight else taken_at + wait_s - time.monotonic()
                 msgs = consumer.consume(settings.scorer_batch_max_size, max(0.0, timeout))
                 taken_at = time.monotonic()
-                self._step(msgs, consumer, producer)
-                if not msgs and self._in_flight is None and not self._commit_pending:
+                self._step(msgs)
+                if not msgs and self._in_flight is None and not checkpoint.pending:
                     self.watchdog.progressed()  # nothing to do
             if self._in_flight is not None:
-                self._finish(self._in_flight, consumer, producer)
+                self._finish(self._in_flight)
                 self._in_flight = None
-            self._settle_commit(consumer)
+            checkpoint.settle()
             return 0
         except OutageError as exc:
             logger.error("giving up, a supervisor should restart us %s", kv(error=exc))
@@ -302,37 +297,33 @@ class Scorer:
             self.models.stop()
             self.lag.close()
             self._discard_in_flight()
-            if self._committer is not None:
-                self._committer.close()
+            checkpoint.close()
             consumer.close()
             producer.flush(5)
             # Only now: a close that hangs is a stall too.
             self.watchdog.close()
             logger.info("scorer stopped")
 
-    @property
-    def _commit_pending(self) -> bool:
-        return self._committer is not None and self._committer.pending
-
-    def _step(self, msgs: list[Message], consumer: Consumer, producer: Producer) -> None:
+    def _step(self, msgs: list[Message]) -> None:
         """Take in the new batch, finish the one in flight; the new one stays in flight
         only if it is large enough to gain from overlapping with Redis."""
-        self._rewound = {}
+        assert self.checkpoint is not None
+        self.checkpoint.new_consume()
         batch = self._intake(msgs) if msgs else None
         previous, self._in_flight = self._in_flight, batch
-        if previous is not None and not self._finish(previous, consumer, producer):
+        if previous is not None and not self._finish(previous):
             if batch is not None:
                 # The batch before was rewound: the one taken in after it is void too.
-                self._rewind(batch.first, consumer)
+                self.checkpoint.rewind(batch.offsets)
                 self._discard_in_flight()
             return
         if batch is not None and len(msgs) < self.settings.scorer_overlap_min_batch:
             self._in_flight = None
-            self._finish(batch, consumer, producer)
+            self._finish(batch)
         elif previous is None and batch is None:
             # Idle: settle the last commit now rather than with the next batch, so its
             # metrics are current and an abort is retried at once.
-            self._settle_commit(consumer)
+            self.checkpoint.settle()
 
     def _intake(self, msgs: list[Message]) -> Batch | None:
         """Check, decode and send a batch's feature requests to Redis; the rest of the
@@ -346,10 +337,7 @@ class Scorer:
             if error is not None:
                 self._on_consume_error(error)
                 continue
-            key = (msg.topic() or "", msg.partition() or 0)
-            offset = msg.offset() or 0
-            batch.first.setdefault(key, offset)
-            batch.last[key] = offset
+            batch.offsets.add(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
             data.append(msg)
         if not data:
             return None
@@ -375,9 +363,9 @@ class Scorer:
         batch.submit_s = time.perf_counter() - t_decode
         return batch
 
-    def _finish(self, batch: Batch, consumer: Consumer, producer: Producer) -> bool:
+    def _finish(self, batch: Batch) -> bool:
         """Features, model, outputs and the commit of a batch taken in by `_intake`.
-        False if it was aborted (the consumer is rewound to the batch's start)."""
+        False if it was rewound (it will be consumed again)."""
         settings = self.settings
         started = time.perf_counter()
         accepted, rejected = batch.accepted, batch.rejected
@@ -403,76 +391,34 @@ class Scorer:
         )
         out += [dead_letter(r, settings.topic_transactions_dlq, self._dlq_limit) for r in rejected]
         t_model = time.perf_counter()
-
-        # The user states written while the model ran must have landed before the commit.
-        confirmed = self._confirm_writes(batch)
-        t_confirmed = time.perf_counter()
-        if not confirmed:
-            self._rewind(batch.first, consumer)
-            return False
-        offsets = [TopicPartition(t, p, o + 1) for (t, p), o in batch.last.items()]
         scored = Scored(
             batch, scores, severities, loaded.version,
-            batch.submit_s + (t_features - started) + (t_confirmed - t_model),
-            t_model - t_features,
+            batch.submit_s + (t_features - started), t_model - t_features,
         )  # fmt: skip
-        if self._committer is None:
-            if not self._deliver_batch(out, offsets, batch.first, consumer, producer):
-                return False
-            self._record(scored, time.time(), time.perf_counter() - t_confirmed)
-            return True
-        # The commit of the batch before ran while this one was scored; it must be
-        # settled before this batch's transaction begins.
-        if not self._settle_commit(consumer):
-            self._rewind(batch.first, consumer)
-            return False
-
-        def produce() -> None:
-            # Timed inside the transaction, so that produce <= commit (which includes it).
-            t_produce = time.perf_counter()
-            for message in out:
-                self._produce(producer, message)
-            metrics.stage_seconds.labels("produce").observe(time.perf_counter() - t_produce)
-
-        group = consumer.consumer_group_metadata()
-        if not self._committer.start(produce, offsets, group, batch.first, scored):
-            self._rewind(batch.first, consumer)
-            return False
-        return True
-
-    def _settle_commit(self, consumer: Consumer) -> bool:
-        """Wait for the Kafka commit running in the background, if any, and record its
-        batch. False if it was aborted: the consumer is rewound to that batch's start."""
-        if self._committer is None:
-            return True
-        try:
-            settled = self._committer.settle()
-        except CommitStuck as exc:
-            # The producer is wedged inside librdkafka; only a new process gets a new one.
-            exit_stalled(str(exc))
-            raise
-        if settled is None:
-            return True
-        commit, waited_s = settled
-        if commit.aborted:
-            self._rewind(commit.first, consumer)
-            return False
-        self._kafka_outage.recovered()
-        self.health.kafka = True
-        self._record(commit.payload, commit.committed_at, commit.main_thread_s + waited_s)
-        return True
+        assert self.checkpoint is not None
+        return self.checkpoint.commit(
+            batch.offsets, out, partial(self._confirm_writes, batch), partial(self._record, scored)
+        )
 
     def _on_commit_retriable(self, error: KafkaError) -> None:
-        """On the commit thread: a retriable commit error; gives up past the outage limit."""
+        """A retriable Kafka error (on the commit thread, exactly once); gives up past the
+        outage limit."""
         self.health.kafka = False
         self._kafka_outage.failed(error)
 
-    def _record(self, scored: Scored, committed: float, commit_s: float) -> None:
+    def _kafka_recovered(self) -> None:
+        self._kafka_outage.recovered()
+        self.health.kafka = True
+
+    def _record(
+        self, scored: Scored, committed_at: float, confirm_s: float, commit_s: float
+    ) -> None:
         """Metrics and logs of a committed batch."""
         batch = scored.batch
         accepted, rejected = batch.accepted, batch.rejected
+        committed = committed_at
         metrics.stage_seconds.labels("decode").observe(batch.decode_s)
-        metrics.stage_seconds.labels("features").observe(scored.features_s)
+        metrics.stage_seconds.labels("features").observe(scored.features_s + confirm_s)
         metrics.stage_seconds.labels("model").observe(scored.model_s)
         metrics.stage_seconds.labels("commit").observe(commit_s)
         metrics.scored.inc(len(accepted))
@@ -535,77 +481,10 @@ class Scorer:
             self._redis_outage.failed(exc)
         return False
 
-    def _rewind(self, first: dict[tuple[str, int], int], consumer: Consumer) -> None:
-        """Seek each partition back to a batch's first offset, so that the batch is
-        consumed again; a partition already sought back for an earlier batch stays."""
-        for (topic, partition), offset in first.items():
-            if (topic, partition) not in self._rewound:
-                self._rewound[topic, partition] = offset
-                consumer.seek(TopicPartition(topic, partition, offset))
-
     def _discard_in_flight(self) -> None:
         self._in_flight = None
         if self._features_pipeline is not None:
             self._features_pipeline.discard()
-
-    def _deliver_batch(
-        self,
-        out: list[OutMessage],
-        offsets: list[TopicPartition],
-        first: dict[tuple[str, int], int],
-        consumer: Consumer,
-        producer: Producer,
-    ) -> bool:
-        """At least once: every output acknowledged, then the offsets committed. False if
-        a delivery failed (the consumer is rewound and the batch is processed again)."""
-        failed: list[KafkaError] = []
-
-        def on_delivery(error: KafkaError | None, _msg: Message) -> None:
-            if error is not None:
-                failed.append(error)
-
-        t_produce = time.perf_counter()
-        for message in out:
-            self._produce(producer, message, on_delivery)
-        metrics.stage_seconds.labels("produce").observe(time.perf_counter() - t_produce)
-        undelivered = producer.flush(self.settings.scorer_startup_timeout_s)
-        if failed and any(e.fatal() for e in failed):
-            metrics.kafka_errors.labels("fatal").inc()
-            raise KafkaException(next(e for e in failed if e.fatal()))
-        if failed or undelivered:
-            metrics.kafka_errors.labels("delivery").inc()
-            logger.warning(
-                "outputs not delivered, processing the batch again %s",
-                kv(failed=len(failed), undelivered=undelivered, error=failed[:1]),
-            )
-            self._rewind(first, consumer)
-            return False
-        while True:
-            try:
-                consumer.commit(offsets=offsets, asynchronous=False)
-                self._kafka_outage.recovered()
-                return True
-            except KafkaException as exc:
-                error: KafkaError = exc.args[0]
-                if error.fatal():
-                    raise
-                if not error.retriable():
-                    # Typically a rebalance: the outputs are out, and whoever owns the
-                    # partitions now resumes from the last commit (duplicates, no loss).
-                    metrics.kafka_errors.labels("commit").inc()
-                    logger.warning("offset commit failed %s", kv(error=error))
-                    return True
-                metrics.kafka_errors.labels("retriable").inc()
-                self.health.kafka = False
-                self._kafka_outage.failed(error)
-
-    @staticmethod
-    def _produce(producer: Producer, message: OutMessage, on_delivery: Any = None) -> None:
-        """Queue full: wait. Nothing the scorer sends can be too large (dead letters are cut
-        to the topic's limit, outputs are bounded by SCORER_MAX_MESSAGE_BYTES), so any
-        other error is the producer's: raised (the batch aborts, or a fatal one ends the
-        process)."""
-        produce_waiting(producer, *message, on_delivery=on_delivery)
 
     # ------------------------------------------------------------------ callbacks
     def _on_consume_error(self, error: KafkaError) -> None:
@@ -629,13 +508,13 @@ class Scorer:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         # The batch in flight may hold messages of these partitions: commit it while they
         # are still ours (the batch after it is not consumed yet).
-        self._rewound = {}
-        if self._in_flight is not None and self._clients is not None:
-            batch, self._in_flight = self._in_flight, None
-            if not self._finish(batch, *self._clients):
-                self._discard_in_flight()
-        if self._clients is not None:
-            self._settle_commit(self._clients[0])
+        if self.checkpoint is not None:
+            self.checkpoint.new_consume()
+            if self._in_flight is not None:
+                batch, self._in_flight = self._in_flight, None
+                if not self._finish(batch):
+                    self._discard_in_flight()
+            self.checkpoint.settle()
         if self.store is not None:
             # The partitions' next owner writes their users from now on.
             self.store.forget_written()

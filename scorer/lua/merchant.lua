@@ -21,7 +21,7 @@ for i = 2, #txs, 3 do
 end
 local got = redis.call("HMGET", key, unpack(fields))
 local days, frauds = got[1] or "", got[2] or ""
-local record = struct.pack("<dd", #days / 16, #frauds / 8) .. days .. frauds
+local record = struct.pack("<dd", #days / 8, #frauds / 8) .. days .. frauds
 
 local marks = {}
 for source, at in pairs(sources) do marks[source] = tonumber(got[at]) or -1 end
@@ -31,23 +31,23 @@ for source, at in pairs(sources) do marks[source] = tonumber(got[at]) or -1 end
 local function count(day)
   local n = #days
   local last, last_count = -1, 0
-  if n > 0 then last, last_count = struct.unpack("<dd", days, n - 15) end
+  if n > 0 then last, last_count = struct.unpack(PAIR, days, n - 7) end
   if day == last then
-    days = string.sub(days, 1, n - 16) .. struct.pack("<dd", day, last_count + 1)
+    days = string.sub(days, 1, n - 8) .. struct.pack(PAIR, day, last_count + 1)
   elseif day > last then
-    days = days .. struct.pack("<dd", day, 1)
-    while #days > 16 and struct.unpack("<d", days, 1) < day - KEEP_DAYS do
-      days = string.sub(days, 17)
+    days = days .. struct.pack(PAIR, day, 1)
+    while #days > 8 and struct.unpack(PAIR, days, 1) < day - KEEP_DAYS do
+      days = string.sub(days, 9)
     end
   else
     local parts, placed = {}, false
-    for pos = 1, n, 16 do
-      local d, c = struct.unpack("<dd", days, pos)
+    for pos = 1, n, 8 do
+      local d, c = struct.unpack(PAIR, days, pos)
       if not placed and d >= day then
-        if d == day then c = c + 1 else parts[#parts + 1] = struct.pack("<dd", day, 1) end
+        if d == day then c = c + 1 else parts[#parts + 1] = struct.pack(PAIR, day, 1) end
         placed = true
       end
-      parts[#parts + 1] = struct.pack("<dd", d, c)
+      parts[#parts + 1] = struct.pack(PAIR, d, c)
     end
     days = table.concat(parts)
   end

@@ -17,6 +17,8 @@ from typing import Any
 
 import numpy as np
 
+from fraudcore import merchant as merchant_kernel
+from fraudcore import user_kernel
 from fraudcore.features import (
     DAY_MS,
     EVENT_COLUMNS,
@@ -36,21 +38,9 @@ from fraudcore.features import (
 )
 from fraudcore.merchant import KEEP_DAYS
 
-# The order user_features returns its values in.
-REFERENCE_USER_NAMES = (
-    "user_txn_count_1m", "user_txn_count_10m", "user_txn_count_1h", "user_txn_count_24h",
-    "user_txn_count_7d", "user_txn_count_30d", "user_amount_sum_1d", "user_amount_mean_1d",
-    "user_amount_sum_7d", "user_amount_mean_7d", "user_amount_sum_30d",
-    "user_amount_mean_30d", "user_amount_zscore_30d", "user_seconds_since_prev",
-    "user_distinct_merchants_24h", "user_distinct_countries_24h", "user_distance_km_prev",
-    "user_speed_kmh_prev", "user_new_device", "user_new_country",
-)  # fmt: skip
-# The order merchant_features returns its values in.
-REFERENCE_MERCHANT_NAMES = (
-    "merchant_txn_count_1d", "merchant_txn_count_7d", "merchant_txn_count_30d",
-    "merchant_fraud_count_1d", "merchant_fraud_count_7d", "merchant_fraud_count_30d",
-    "merchant_fraud_ratio_7d", "merchant_fraud_ratio_30d",
-)  # fmt: skip
+# The orders user_features and merchant_features return their values in: the kernels'.
+REFERENCE_USER_NAMES = user_kernel.OUTPUTS
+REFERENCE_MERCHANT_NAMES = merchant_kernel.OUTPUTS
 
 
 def event_features(ts_ms: int, cents: int) -> list[float]:
