@@ -175,7 +175,19 @@ class FeatureStore:
         out = np.empty((n, len(FEATURE_NAMES)), dtype=np.float64)
         if not n:
             return BatchPlan(
-                out, b"", 0, txs, [], [], 0, _NO_ROWS, _NO_ROWS, _NO_ROWS, _NO_ROWS, readonly
+                out,
+                b"",
+                0,
+                txs,
+                _NO_TS,
+                [],
+                [],
+                0,
+                _NO_ROWS,
+                _NO_ROWS,
+                _NO_ROWS,
+                _NO_ROWS,
+                readonly,
             )
         if positions is None:
             if not readonly:
@@ -183,11 +195,8 @@ class FeatureStore:
             positions = [SourcePosition("readonly:0", -1)] * n
         users, user_rows, user_tx = group_rows([tx.user_id for tx in txs])
         merchants, merchant_rows, merchant_tx = group_rows([tx.merchant_id for tx in txs])
-        fill_event_columns(
-            out,
-            np.fromiter((tx.ts_ms for tx in txs), np.int64, n),
-            np.fromiter((tx.cents for tx in txs), np.int64, n),
-        )
+        ts = np.fromiter((tx.ts_ms for tx in txs), np.int64, n)
+        fill_event_columns(out, ts, np.fromiter((tx.cents for tx in txs), np.int64, n))
         chunks: list[bytes] = []
         append = chunks.append
         written = self._written
@@ -217,6 +226,7 @@ class FeatureStore:
             b"".join(chunks),
             len(chunks),
             txs,
+            ts,
             users,
             replies,
             n_gets,
@@ -352,6 +362,7 @@ class FeatureStore:
 
 
 _NO_ROWS = np.empty(0, dtype=np.intp)
+_NO_TS = np.empty(0, dtype=np.int64)
 
 
 @dataclass(frozen=True)
@@ -362,6 +373,7 @@ class BatchPlan:
     request: bytes  # RESP: a GET per user, then a script call per merchant
     calls: int
     txs: Sequence[TxnInput]
+    ts: np.ndarray  # per transaction: event time, ms
     users: list[str]  # in request order
     replies: list[int]  # per user: the index of its GET's reply, -1 = not read (cached)
     n_gets: int  # the first n_gets replies answer GETs, the rest merchant calls
@@ -374,10 +386,8 @@ class BatchPlan:
     def fill_merchants(self, replies: Sequence[bytes]) -> None:
         """The merchant features from the merchants' records (fraudcore/merchant.py),
         then the derived ones: the matrix is complete."""
-        records = b"".join(replies)
-        ts = np.fromiter((tx.ts_ms for tx in self.txs), np.int64, len(self.txs))
         self.out[:, MERCHANT_COLUMNS] = compute_merchants(
-            records, self.merchant_tx, self.merchant_rows, ts
+            b"".join(replies), self.merchant_tx, self.merchant_rows, self.ts
         )
         derive_columns(self.out)
 

@@ -416,7 +416,6 @@ class Scorer:
         """Metrics and logs of a committed batch."""
         batch = scored.batch
         accepted, rejected = batch.accepted, batch.rejected
-        committed = committed_at
         metrics.stage_seconds.labels("decode").observe(batch.decode_s)
         metrics.stage_seconds.labels("features").observe(scored.features_s + confirm_s)
         metrics.stage_seconds.labels("model").observe(scored.model_s)
@@ -435,10 +434,10 @@ class Scorer:
             )  # fmt: skip
         if accepted:
             metrics.event_to_commit.observe_many(
-                committed - np.fromiter((a.event_ts for a in accepted), float, len(accepted))
+                committed_at - np.fromiter((a.event_ts for a in accepted), float, len(accepted))
             )
             metrics.ingest_to_commit.observe_many(
-                committed
+                committed_at
                 - np.fromiter((a.msg.timestamp()[1] for a in accepted), float, len(accepted)) / 1000
             )
             metrics.score_distribution.observe_many(scored.scores, scored.version)
