@@ -41,7 +41,7 @@ import numpy as np
 import redis
 
 from bench.data import month
-from bench.world import delete_keys
+from bench.deployment import delete_keys
 from fraudcore.features import TxnInput
 from fraudcore.offline import OfflineFeatureBuilder
 from scorer.feature_pipeline import FeaturePipeline

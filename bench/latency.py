@@ -21,9 +21,9 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer
 
+from bench.deployment import Deployment, ServiceProcess
 from bench.machine import LoadMonitor, Proc, busy_cpu_seconds, neighbour_procs
 from bench.redisstats import server_stats
-from bench.world import ScorerProcess, World
 from fraudcore.logs import kv
 from fraudcore.settings import REPO_ROOT
 from scorer.metrics import STAGES
@@ -150,7 +150,7 @@ def per_batch(before: dict[str, float], after: dict[str, float]) -> dict[str, fl
 
 
 def start_loadgen(
-    world: World, rate: int, warmup_s: float, measure_s: float, users: int, merchants: int
+    world: Deployment, rate: int, warmup_s: float, measure_s: float, users: int, merchants: int
 ) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [
@@ -166,8 +166,8 @@ def start_loadgen(
 
 
 def one_level(
-    world: World,
-    scorer: ScorerProcess,
+    world: Deployment,
+    scorer: ServiceProcess,
     reader: ScoreReader,
     monitor: LoadMonitor,
     rate: int,
@@ -266,7 +266,7 @@ def one_level(
 
 
 def levels(
-    world: World,
+    world: Deployment,
     label: str,
     rates: tuple[int, ...],
     warmup_s: float,
@@ -279,8 +279,8 @@ def levels(
 ) -> dict[str, Any]:
     """One scorer, the offered loads in turn (state carries over, as in production);
     `settle` runs before each level (waiting for a quieter machine)."""
-    scorer = world.start_scorer(label, **env)
-    reader = ScoreReader(world.stack.kafka, world.scores)
+    scorer = world.sibling(label).start_scorer(label, env=env)
+    reader = ScoreReader(world.kafka, world.scores)
     try:
         ready_s = scorer.wait_ready()
         reader.poll(2.0)  # join the group before the first message is sent

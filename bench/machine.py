@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from bench.config import Stack
+from bench.deployment import StackAddresses
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def pid_listening(port: int) -> int | None:
     return int(match.group(1)) if match else None
 
 
-def neighbour_procs(stack: Stack) -> dict[str, Proc]:
+def neighbour_procs(stack: StackAddresses) -> dict[str, Proc]:
     """Kafka's and Redis's processes, when they listen on this machine."""
     ports = {
         "kafka": urlsplit("//" + stack.kafka_bootstrap.split(",")[0]).port,

@@ -17,13 +17,31 @@ import orjson
 
 from bench import data, latency, model, report, throughput
 from bench.config import Plan, Stack
+from bench.deployment import Deployment, short_id
 from bench.machine import LoadMonitor, loadavg, machine, settle
 from bench.redisstats import server_stats, state_memory
-from bench.world import World
 from fraudcore.logs import kv
-from fraudcore.settings import REPO_ROOT
+from fraudcore.settings import REPO_ROOT, TopicSettings
 
 logger = logging.getLogger(__name__)
+LOG_DIR = REPO_ROOT / "bench" / "results" / "logs"
+# Every scorer the benchmark starts: quiet logs, and leftovers of an interrupted run expire.
+SCORER_ENV = {"SCORER_FEATURE_TTL_S": "7200", "LOG_LEVEL": "WARNING"}
+
+
+def bench_topics(name: str) -> TopicSettings:
+    """Topic names as long as the real ones ("bx1a2b3c-tx" beside "transactions"): the
+    merchant state keeps one offset per "topic:partition", so the memory figure is not
+    inflated by the benchmark's naming."""
+    return TopicSettings(
+        topic_transactions=f"{name}-tx",
+        topic_scores=f"{name}-scores",
+        topic_alerts=f"{name}-alerts",
+        topic_labels=f"{name}-labels",
+        topic_transactions_dlq=f"{name}-dlq",
+        topic_alerts_dlq=f"{name}-alerts-dlq",
+        topic_labels_dlq=f"{name}-labels-dlq",
+    )
 
 
 def _day_before(start: str, days: int) -> str:
@@ -31,15 +49,15 @@ def _day_before(start: str, days: int) -> str:
     return begin.strftime("%Y-%m-%d")
 
 
-def run_naive(world: World, stack: Stack, model_name: str, plan: Plan) -> dict[str, Any]:
+def run_naive(world: Deployment, stack: Stack, model_name: str, plan: Plan) -> dict[str, Any]:
     """The naive scorer over the same pre-filled topic, in its own process."""
-    run = "naive"
+    run = world.sibling("naive")
     argv = [
         sys.executable, "-m", "bench.naive_scorer",
         "--bootstrap", stack.kafka_bootstrap, "--redis", stack.redis_url,
         "--mlflow", stack.mlflow_uri, "--model", model_name, "--topic", world.transactions,
-        "--scores", world.topics["scores"], "--alerts", world.topics["alerts"],
-        "--group", world.group(run), "--prefix", world.key_prefix(run),
+        "--scores", world.scores, "--alerts", world.alerts,
+        "--group", run.group, "--prefix", run.key_prefix,
         "--max-messages", str(plan.naive_messages), "--max-seconds", str(plan.naive_seconds),
     ]  # fmt: skip
     done = subprocess.run(
@@ -70,11 +88,14 @@ def execute(
     }
     results["stack"]["redis_version"] = server_stats(stack.redis_url)["version"]
     model_name = f"bench-{uuid.uuid4().hex[:8]}"
-    worlds: list[World] = []
+    worlds: list[Deployment] = []
 
-    def world() -> World:
-        made = World(stack, model_name, plan.partitions, env=dict(plan.scorer_env))
-        made.create_topics()
+    def world() -> Deployment:
+        made = Deployment(
+            stack, model_name, name=f"bx{short_id()[:6]}", naming=bench_topics,
+            env={**SCORER_ENV, **plan.scorer_env}, log_dir=LOG_DIR,
+        )  # fmt: skip
+        made.create_topics(plan.partitions)
         worlds.append(made)
         return made
 
@@ -152,7 +173,7 @@ def _run(
         runs[mode] = throughput.drain(drain_world, mode, n, monitor, SCORER_DELIVERY=mode)
         if mode == "exactly_once":
             results["memory"]["enriched"] = state_memory(
-                stack.redis_url, drain_world.key_prefix(mode)
+                stack.redis_url, drain_world.sibling(mode).key_prefix
             )
     if plan.no_scores_variant:
         quiet()
@@ -178,7 +199,7 @@ def _run(
             plain_world, "plain", len(plain.records), monitor
         )
         results["memory"]["plain handbook columns"] = state_memory(
-            stack.redis_url, plain_world.key_prefix("plain")
+            stack.redis_url, plain_world.sibling("plain").key_prefix
         )
         plain_world.cleanup()
 

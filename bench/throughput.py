@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from confluent_kafka import Producer
 
+from bench.deployment import Deployment
 from bench.machine import LoadMonitor, Proc, busy_cpu_seconds, neighbour_procs
 from bench.redisstats import delta, server_stats
-from bench.world import World
 from fraudcore.kafka import producer_config
 from fraudcore.logs import kv
 from scorer.metrics import STAGES
@@ -66,7 +66,7 @@ def rates(samples: np.ndarray, expected: int) -> dict[str, float]:
 
 
 def drain(
-    world: World,
+    world: Deployment,
     label: str,
     expected: int,
     monitor: LoadMonitor,
@@ -74,7 +74,7 @@ def drain(
     **env: str,
 ) -> dict[str, Any]:
     """Run one scorer over the pre-filled topic until `expected` transactions are committed."""
-    scorer = world.start_scorer(label, **env)
+    scorer = world.sibling(label).start_scorer(label, env=env)
     try:
         ready_s = scorer.wait_ready()
         proc = Proc(scorer.proc.pid)

@@ -8,11 +8,12 @@ import subprocess
 import sys
 import uuid
 from collections import Counter
-from collections.abc import Callable
+
+import pytest
 
 from fraudcore.contracts import parse_time
 from tests.kafka_util import read_topic, values
-from tests.scorer.harness import REPO, ScorerWorld
+from tests.scorer.harness import REPO, scorer_deployment
 from tests.stack import TestStack
 
 BUDGET = 0.03  # alert on 3 % of transactions; the simulator injects 2 % fraud
@@ -33,24 +34,11 @@ def _run(module: str, args: list[str], env: dict[str, str], timeout_s: float) ->
 
 
 def test_injected_frauds_are_alerted_within_the_budget(
-    stack: TestStack, new_topic: Callable[..., str]
+    stack: TestStack, request: pytest.FixtureRequest
 ) -> None:
-    world = ScorerWorld(
-        stack=stack,
-        transactions=new_topic("transactions", 3),
-        scores=new_topic("scores", 3),
-        alerts=new_topic("alerts", 3),
-        labels=new_topic("labels", 1),
-        dlq=new_topic("transactions.dlq", 1),
-        labels_dlq=new_topic("labels.dlq", 1),
-        model_name=f"e2e-{uuid.uuid4().hex[:8]}",
-    )
-    env = world.env("e2e", 0)
-    env["TOPIC_TRANSACTIONS_DLQ"] = world.dlq
-    env = {k: v for k, v in env.items() if not k.startswith("SCORER_")} | {
-        "PRODUCER_METRICS_PORT": "0",
-        "TRANSACTIONS_PARTITIONS": "3",
-    }
+    world = scorer_deployment(stack, f"e2e-{uuid.uuid4().hex[:8]}", partitions=3)
+    request.addfinalizer(world.cleanup)
+    env = world.service_env(PRODUCER_METRICS_PORT="0", TRANSACTIONS_PARTITIONS="3")
     _run(
         "producer",
         ["--speed", "0", "--start", "2026-01-01T00:00:00Z", "--count", str(TRANSACTIONS),
@@ -67,7 +55,7 @@ def test_injected_frauds_are_alerted_within_the_budget(
         timeout_s=600,
     )  # fmt: skip
 
-    scorer = world.start("e2e")
+    scorer = world.start_scorer("e2e")
     try:
         scorer.wait_ready()
         scores = values(read_topic({"bootstrap.servers": stack.kafka_bootstrap}, world.scores,

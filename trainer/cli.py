@@ -1,4 +1,4 @@
-"""`python -m trainer`: train, handbook, handbook-stream, bootstrap, promote."""
+"""`python -m trainer`: train, handbook, bootstrap, promote."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import logging
 import os
 import sys
 import time
-import uuid
 from pathlib import Path
 from typing import Annotated, Any, get_args
 
@@ -17,6 +16,7 @@ from rich.table import Table
 
 from fraudcore.logs import kv, setup_logging
 from fraudcore.settings import REPO_ROOT, load_settings
+from trainer.handbook import BOOK_BASELINES, HANDBOOK_FILE, book_baselines, handbook_data
 from trainer.holdout import (
     BOOK_FEED_SINCE,
     book_holdout,
@@ -36,15 +36,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-
-HANDBOOK_FILE = REPO_ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "transactions.csv.gz"
-# The book's published Chapter 3 figures (AUC ROC, AP, CP@100) and the best tuned one.
-BOOK_BASELINES = {
-    "logistic regression (ch. 3)": (0.871, 0.606, 0.291),
-    "random forest (ch. 3)": (0.867, 0.658, 0.287),
-    "XGBoost (ch. 3)": (0.862, 0.639, 0.273),
-    "XGBoost tuned (ch. 5, 4 folds)": (0.869, 0.687, 0.303),
-}
 
 ModelOpt = Annotated[
     ModelKind | None, typer.Option("--model", help="isolation_forest | hist_gb | ensemble")
@@ -262,7 +253,7 @@ def handbook(
         )
         return
     options = RunOptions(
-        data=_handbook_data(data, train_days),
+        data=handbook_data(data, train_days),
         split=SplitRequest(kind="book", book_train_days=train_days),
         configs=[_config(settings, k, seed, None, tuning) for k in kinds],
         register=False,
@@ -288,81 +279,8 @@ def handbook(
         "machine": f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}",
         "total_seconds": round(time.perf_counter() - started, 1),
         "results": summaries,
-        "book_baselines": {
-            k: dict(zip(("roc_auc", "average_precision", "card_precision_at_100"), v, strict=True))
-            for k, v in BOOK_BASELINES.items()
-        },
+        "book_baselines": book_baselines(),
     }
-    results.parent.mkdir(parents=True, exist_ok=True)
-    results.write_text(json.dumps(document, indent=2, default=str))
-    console.print(f"results written to {results}")
-
-
-def _handbook_data(path: Path, train_days: int) -> DataRequest:
-    """The handbook's rows from 31 days before training (full 30-day windows) to the end
-    of the book's test week, labels 7 days late."""
-    return DataRequest(
-        path=path,
-        preset="handbook",
-        since=book_holdout(train_days).train_start - 31 * 86400.0,
-        until=book_holdout().test_end,
-        label_delay_s=7 * 86400.0,
-    )
-
-
-@app.command("handbook-stream")
-def handbook_stream(
-    data: Annotated[Path, typer.Option(help="The handbook's transactions.csv.gz.")] = HANDBOOK_FILE,
-    seed: SeedOpt = None,
-    train_days: Annotated[
-        int, typer.Option(min=7, help="Training days ending 2018-07-31 (the book: 7).")
-    ] = 7,
-    speed: Annotated[
-        float, typer.Option(help="Replay speed passed to the producer (0: as fast as possible).")
-    ] = 0.0,
-    replay_timeout: Annotated[float, typer.Option(help="Longest replay, seconds.")] = 1800.0,
-    drain_timeout: Annotated[
-        float, typer.Option(help="Longest wait for the last scores after the replay, seconds.")
-    ] = 900.0,
-    results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
-        REPO_ROOT / ".run" / "trainer" / "handbook-stream.json"
-    ),
-    quiet: QuietOpt = False,
-) -> None:
-    """The handbook benchmark both ways: offline, and through Kafka with the real producer
-    and scorer (fresh topics, model and feature state; needs the stack and REDIS_URL)."""
-    from trainer.stream_eval import StreamOptions, StreamSettings, run_stream_benchmark
-    from trainer.stream_report import print_report
-
-    setup_logging("trainer")
-    settings = load_settings(StreamSettings, model_name=f"handbook-stream-{uuid.uuid4().hex[:8]}")
-    options = StreamOptions(
-        data=_handbook_data(data, train_days),
-        split=SplitRequest(kind="book", book_train_days=train_days),
-        config=_config(settings, "hist_gb", seed, None, {}),
-        speed=speed,
-        replay_timeout_s=replay_timeout,
-        drain_timeout_s=drain_timeout,
-    )
-    started = time.perf_counter()
-    load_at_start = os.getloadavg()
-    document = run_stream_benchmark(settings, options, Bars(enabled=not quiet))
-    load = os.getloadavg()
-    document = {
-        "command": "python -m trainer " + " ".join(sys.argv[1:]),
-        "machine": (
-            f"{os.cpu_count()} cores; load average (1/5/15 min) at the start "
-            f"{load_at_start[0]:.1f}/{load_at_start[1]:.1f}/{load_at_start[2]:.1f}, at the end "
-            f"{load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}, 1-min peak {document['peak_load_1m']:.1f}"
-        ),
-        "total_seconds": round(time.perf_counter() - started, 1),
-        **document,
-        "book_baselines": {
-            k: dict(zip(("roc_auc", "average_precision", "card_precision_at_100"), v, strict=True))
-            for k, v in BOOK_BASELINES.items()
-        },
-    }
-    print_report(console, document, BOOK_BASELINES)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(document, indent=2, default=str))
     console.print(f"results written to {results}")

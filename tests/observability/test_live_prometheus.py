@@ -5,7 +5,7 @@ What runs (all real processes, against the test stack's Kafka, Redis and MLflow,
 unique topics and a model registered for this module):
 - `python -m producer`, simulating card holders in real time (about 25 transactions/s,
   with fraud and labels due after 5 s) into this module's topics;
-- `python -m scorer` (tests/scorer/harness.py's ScorerWorld), scoring them, plus a few
+- `python -m scorer` (bench/deployment.py's Deployment), scoring them, plus a few
   poison messages (so the DLQ series exist);
 - `python -m trainer schedule`, retraining every 5 s into a model of its own, from topics
   of its own that the producer first fills with five days of a small world (so figures
@@ -51,7 +51,9 @@ import pytest
 import yaml
 from confluent_kafka.admin import AdminClient
 
+from bench.deployment import Deployment, ServiceProcess
 from fraudcore.kafka import ensure_topics
+from fraudcore.settings import TopicSettings
 from fraudcore.topics import TopicSpec
 from launcher.prometheus import SOURCE
 from tests.kafka_util import produce
@@ -64,7 +66,7 @@ from tests.observability.sources import (
     recording_rules,
     substitute,
 )
-from tests.scorer.harness import ScorerProcess, ScorerWorld
+from tests.scorer.harness import TEST_ENV
 from tests.scorer.models import isolation_model, register
 from tests.stack import TestStack
 
@@ -158,7 +160,7 @@ def xfail_if_gap(expr: str) -> tuple[pytest.MarkDecorator, ...]:
 class Live:
     url: str
     procs: list[lv.Proc] = field(default_factory=list)
-    scorer: ScorerProcess | None = None
+    scorer: ServiceProcess | None = None
 
     def api(self, path: str, **params: str) -> Any:
         response = httpx.get(self.url + path, params=params, timeout=10)
@@ -261,11 +263,15 @@ def live(
     prometheus = lv.require_binary("prometheus")
     topics = _create_topics(kafka_config)
     model_name = f"obs-model-{uuid.uuid4().hex[:8]}"
-    world = ScorerWorld(
-        stack=stack, transactions=topics["transactions"], scores=topics["scores"],
-        alerts=topics["alerts"], labels=topics["labels"], dlq=topics["dlq"],
-        labels_dlq=topics["labels_dlq"], model_name=model_name, logs=workdir,
+    stack_topics = TopicSettings(
+        topic_transactions=topics["transactions"], topic_scores=topics["scores"],
+        topic_alerts=topics["alerts"], topic_labels=topics["labels"],
+        topic_transactions_dlq=topics["dlq"], topic_alerts_dlq=topics["alerts_dlq"],
+        topic_labels_dlq=topics["labels_dlq"],
     )  # fmt: skip
+    world = Deployment(
+        stack, model_name, naming=lambda _: stack_topics, env=TEST_ENV, log_dir=workdir
+    )
     ports = {
         name: lv.free_port()
         for name in ("prometheus", "alerting", "exporter", "producer", "retrainer")
@@ -273,7 +279,7 @@ def live(
     api_key = uuid.uuid4().hex
     state = Live(url=f"http://127.0.0.1:{ports['prometheus']}")
     try:
-        state.scorer = world.start()
+        state.scorer = world.start_scorer()
         alerting = lv.Proc.start(
             "alerting", lv.python_module("alerting"), workdir,
             lv.alerting_env(stack.kafka_bootstrap, topics, ports["alerting"], api_key, workdir),

@@ -9,8 +9,9 @@ from collections.abc import Callable
 import pytest
 import redis
 
+from bench.deployment import Deployment
 from scorer.feature_store import FeatureStore
-from tests.scorer.harness import ScorerWorld
+from tests.scorer.harness import scorer_deployment
 from tests.scorer.models import isolation_model, register
 from tests.scorer.reference import OneDay, reference_run
 from tests.stack import TestStack
@@ -37,31 +38,23 @@ def kafka(stack: TestStack) -> dict[str, str]:
 
 
 @pytest.fixture
-def make_world(
-    stack: TestStack, new_topic: Callable[..., str], request: pytest.FixtureRequest
-) -> Callable[..., ScorerWorld]:
+def make_world(stack: TestStack, request: pytest.FixtureRequest) -> Callable[..., Deployment]:
     """make_world(partitions, model_name, on=<a TestStack>, SCORER_X="..."): a scorer
     deployment with topics of its own, on the shared test stack unless `on` says where
-    its Kafka, Redis and MLflow are (topics are made on the shared Kafka). Without a
-    model name it scores with `shared_model`."""
+    its Kafka, Redis and MLflow are; removed after the test. Without a model name it
+    scores with `shared_model`."""
 
     def make(
         partitions: int = 3,
         model_name: str | None = None,
         on: TestStack | None = None,
         **env: str,
-    ) -> ScorerWorld:
-        return ScorerWorld(
-            stack=on or stack,
-            transactions=new_topic("transactions", partitions),
-            scores=new_topic("scores", partitions),
-            alerts=new_topic("alerts", partitions),
-            labels=new_topic("labels", 1),
-            dlq=new_topic("transactions.dlq", 1),
-            labels_dlq=new_topic("labels.dlq", 1),
-            model_name=model_name or request.getfixturevalue("shared_model"),
-            extra_env=env,
+    ) -> Deployment:
+        world = scorer_deployment(
+            on or stack, model_name or request.getfixturevalue("shared_model"), partitions, **env
         )
+        request.addfinalizer(world.cleanup)
+        return world
 
     return make
 

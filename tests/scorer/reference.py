@@ -6,18 +6,15 @@ interleaving of partitions, so whole messages can be compared between runs."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any, NamedTuple
 
 import redis
-from confluent_kafka.admin import AdminClient
 
-from fraudcore.kafka import ensure_topics
-from fraudcore.topics import TopicSpec
+from bench.deployment import Deployment, ServiceProcess
 from scorer.feature_store import FeatureStore
 from tests.kafka_util import produce_records, read_topic, values
 from tests.metrics_util import sample
-from tests.scorer.harness import ScorerProcess, ScorerWorld
+from tests.scorer.harness import scorer_deployment
 from tests.scorer.streams import stream_records
 from tests.stack import TestStack
 
@@ -44,24 +41,16 @@ def comparable(messages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
 def reference_run(stack: TestStack, model_name: str) -> OneDay:
     """Score a one-day stream with one scorer that nothing disturbs."""
     stream = stream_records(seed=23, n=1500, users=40, start=ONE_DAY_START, mean_gap_s=20)
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    names = {
-        kind: f"{kind}-ref-{uuid.uuid4().hex[:8]}"
-        for kind in ("transactions", "scores", "alerts", "labels", "dlq", "labels_dlq")
-    }
-    ensure_topics(admin, [TopicSpec(n, 6 if k in ("transactions", "scores", "alerts") else 1)
-                          for k, n in names.items()])  # fmt: skip
-    world = ScorerWorld(stack=stack, **names, model_name=model_name)  # type: ignore[arg-type]
-    kafka = {"bootstrap.servers": stack.kafka_bootstrap}
+    world = scorer_deployment(stack, model_name, partitions=6)
+    kafka = world.kafka
     produce_records(kafka, world.transactions, stream)
-    scorer = world.start("reference")
+    scorer = world.start_scorer("reference")
     try:
         scorer.wait_ready()
         scores = values(read_topic(kafka, world.scores, expect=len(stream), timeout_s=180))
         alerts = values(read_topic(kafka, world.alerts))
     finally:
-        scorer.stop()
-    admin.delete_topics(list(names.values()))
+        world.cleanup()
     assert len(scores) == len(stream)
     return OneDay(stream, comparable(scores), comparable(alerts))
 
@@ -95,7 +84,7 @@ def _same(
 
 
 def assert_same_output(
-    world: ScorerWorld, kafka: dict[str, str], stack: TestStack, one_day: OneDay
+    world: Deployment, kafka: dict[str, str], stack: TestStack, one_day: OneDay
 ) -> None:
     """The committed scores and alerts equal the uninterrupted run's, message for message,
     and every merchant counted each of its transactions once (in `stack`'s Redis)."""
@@ -115,7 +104,7 @@ def assert_same_output(
         assert sum(store.merchant_state(merchant).days.values()) == count, merchant
 
 
-def committed_scores(scorer: ScorerProcess) -> float:
+def committed_scores(scorer: ServiceProcess) -> float:
     """Transactions the scorer has committed scores for (its own metric): fault tests
     wait on it to strike mid-stream."""
     return sample(scorer.url + "/metrics", "scorer_transactions_scored_total")

@@ -20,17 +20,15 @@ from typing import Any
 
 import httpx
 import pytest
-from confluent_kafka.admin import AdminClient
 from hypothesis import strategies as st
 from schemathesis import Case, CheckFunction, GenerationMode, HookContext
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 
+from bench.deployment import ServiceProcess
 from fraudcore.contracts import format_time, load_schema
-from fraudcore.kafka import ensure_topics
-from fraudcore.topics import TopicSpec
 from tests import schemathesis_util
 from tests.kafka_util import produce_records, read_topic
-from tests.scorer.harness import ScorerProcess, ScorerWorld
+from tests.scorer.harness import scorer_deployment
 from tests.scorer.models import isolation_model, register
 from tests.scorer.streams import random_stream
 from tests.stack import TestStack
@@ -38,58 +36,44 @@ from tests.stack import TestStack
 OPERATIONS = ["GET /health", "GET /metrics", "GET /model", "GET /ready", "POST /score"]
 
 
-class Deployment:
-    def __init__(self, scorer: ScorerProcess, users: list[str], merchants: list[str]) -> None:
+class ApiUnderTest:
+    def __init__(self, scorer: ServiceProcess, users: list[str], merchants: list[str]) -> None:
         self.scorer = scorer
         self.users = users
         self.merchants = merchants
 
 
 @pytest.fixture(scope="module")
-def deployment(stack: TestStack) -> Iterator[Deployment]:
+def deployment(stack: TestStack) -> Iterator[ApiUnderTest]:
     """One scorer for the whole module: starting it takes seconds, and no operation here
     changes its state (POST /score is read-only)."""
-    tag = uuid.uuid4().hex[:12]
-    roles = ("transactions", "scores", "alerts", "labels", "transactions.dlq", "labels.dlq")
-    topics = {role: f"{role}-api-{tag}" for role in roles}
-    admin = AdminClient({"bootstrap.servers": stack.kafka_bootstrap})
-    ensure_topics(admin, [TopicSpec(name, 1) for name in topics.values()])
-    model_name = f"scorer-api-{tag}"
+    model_name = f"scorer-api-{uuid.uuid4().hex[:12]}"
     register(stack.mlflow_uri, model_name, isolation_model(seed=5))
-    world = ScorerWorld(
-        stack=stack,
-        transactions=topics["transactions"],
-        scores=topics["scores"],
-        alerts=topics["alerts"],
-        labels=topics["labels"],
-        dlq=topics["transactions.dlq"],
-        labels_dlq=topics["labels.dlq"],
-        model_name=model_name,
-    )
+    world = scorer_deployment(stack, model_name, partitions=1)
     records = [record for record, _ in random_stream(seed=31, n=60, users=6, merchants=3)]
     kafka = {"bootstrap.servers": stack.kafka_bootstrap}
     produce_records(kafka, world.transactions, records)
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
         assert len(read_topic(kafka, world.scores, expect=len(records))) == len(records)
-        yield Deployment(
+        yield ApiUnderTest(
             scorer,
             sorted({r["user_id"] for r in records}),
             sorted({r["merchant_id"] for r in records}),
         )
     finally:
         code = scorer.stop()
-        admin.delete_topics(list(topics.values()), operation_timeout=10)
+        world.cleanup()
     assert code == 0, scorer.tail()
 
 
-def test_the_served_document_has_the_operations_tested(deployment: Deployment) -> None:
+def test_the_served_document_has_the_operations_tested(deployment: ApiUnderTest) -> None:
     schema = schemathesis_util.load(deployment.scorer.url)
     assert schemathesis_util.labels(schema) == sorted(OPERATIONS)
 
 
-def test_the_score_body_is_described_as_a_transaction_or_an_array(deployment: Deployment) -> None:
+def test_the_score_body_is_described_as_a_transaction_or_an_array(deployment: ApiUnderTest) -> None:
     document = httpx.get(f"{deployment.scorer.url}/openapi.json").json()
     body = document["paths"]["/score"]["post"]["requestBody"]
     one, array = body["content"]["application/json"]["schema"]["oneOf"]
@@ -102,7 +86,7 @@ def test_the_score_body_is_described_as_a_transaction_or_an_array(deployment: De
 
 
 @pytest.mark.parametrize("label", OPERATIONS)
-def test_no_generated_request_breaks_the_api(deployment: Deployment, label: str) -> None:
+def test_no_generated_request_breaks_the_api(deployment: ApiUnderTest, label: str) -> None:
     schema = schemathesis_util.load(deployment.scorer.url)
     recent = format_time(time.time() - 3600)
 
@@ -151,7 +135,7 @@ def test_no_generated_request_breaks_the_api(deployment: Deployment, label: str)
         assert seen[GenerationMode.POSITIVE, 422] > 0, seen
 
 
-def test_score_names_the_field_of_a_number_no_double_holds(deployment: Deployment) -> None:
+def test_score_names_the_field_of_a_number_no_double_holds(deployment: ApiUnderTest) -> None:
     def transaction(amount: str = "5", lat: str = "48.85") -> str:
         return (
             '{"schema_version":1,"transaction_id":"tx-1","user_id":"u-1","merchant_id":"m-1",'

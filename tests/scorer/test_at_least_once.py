@@ -8,9 +8,10 @@ from collections.abc import Callable
 
 from confluent_kafka import Consumer, TopicPartition
 
+from bench.deployment import Deployment
 from fraudcore.contracts import validate
 from tests.kafka_util import produce_records, read_topic, values
-from tests.scorer.harness import ScorerWorld, wait_until
+from tests.scorer.harness import wait_until
 from tests.scorer.models import isolation_model, register
 from tests.scorer.streams import random_stream
 from tests.stack import TestStack
@@ -37,7 +38,7 @@ def _ends(kafka: dict[str, str], topic: str, partitions: int) -> list[int]:
 
 
 def test_at_least_once_scores_everything_and_commits_offsets(
-    stack: TestStack, make_world: Callable[..., ScorerWorld]
+    stack: TestStack, make_world: Callable[..., Deployment]
 ) -> None:
     kafka = {"bootstrap.servers": stack.kafka_bootstrap}
     model_name = f"scorer-alo-{uuid.uuid4().hex[:8]}"
@@ -47,7 +48,7 @@ def test_at_least_once_scores_everything_and_commits_offsets(
     records = [record for record, _ in random_stream(seed=31, n=600, users=40)]
     produce_records(kafka, world.transactions, records)
 
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
         scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=120))

@@ -22,15 +22,12 @@ import numpy as np
 import orjson
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient
 
 from fraudcore.features import FEATURE_NAMES
-from fraudcore.kafka import ensure_topics
 from fraudcore.offline import OfflineFeatureBuilder
-from fraudcore.topics import TopicSpec
 from tests.kafka_util import read_topic, values
 from tests.private_stack import PrivateStack, private_stack
-from tests.scorer.harness import ScorerWorld, wait_until
+from tests.scorer.harness import scorer_deployment, wait_until
 from tests.scorer.models import isolation_model, register
 from tests.scorer.streams import random_stream
 from tests.stack import TestStack
@@ -93,30 +90,20 @@ def test_broker_restart_mid_stream_recovers_by_itself_exactly_once(
     kafka: dict[str, Any] = {"bootstrap.servers": private_kafka.layout.kafka_bootstrap}
     model = f"broker-restart-{uuid.uuid4().hex[:8]}"
     register(stack.mlflow_uri, model, isolation_model(seed=4))
-    names = {
-        kind: f"{kind}-{uuid.uuid4().hex[:8]}"
-        for kind in ("transactions", "scores", "alerts", "labels", "dlq", "labels_dlq")
-    }
-    ensure_topics(
-        AdminClient(kafka),
-        [TopicSpec(n, 6 if k in ("transactions", "scores", "alerts") else 1) for k, n in names.items()],
+    world = scorer_deployment(
+        TestStack(private_kafka.layout.kafka_bootstrap, stack.redis_url, stack.mlflow_uri),
+        model, partitions=6, **STALL_ENV, **DEADLINES[deadline],
     )  # fmt: skip
-    world = ScorerWorld(
-        stack=TestStack(private_kafka.layout.kafka_bootstrap, stack.redis_url, stack.mlflow_uri),
-        model_name=model,
-        extra_env={**STALL_ENV, **DEADLINES[deadline]},
-        **names,  # type: ignore[arg-type]
-    )
     stream = random_stream(seed=41, n=TRANSACTIONS, users=60, start=ONE_DAY_START, mean_gap_s=20)
     records = [record for record, _ in stream]
 
-    scorer = world.start(supervised=True)
+    scorer = world.start_scorer(supervised=True)
     try:
         scorer.wait_ready()
         fed = threading.Event()
         feeder = threading.Thread(
             target=_feed,
-            args=(kafka["bootstrap.servers"], names["transactions"], records, fed),
+            args=(kafka["bootstrap.servers"], world.transactions, records, fed),
             daemon=True,
         )
         feeder.start()
@@ -130,7 +117,7 @@ def test_broker_restart_mid_stream_recovers_by_itself_exactly_once(
         assert fed.is_set(), "the feed did not finish"
 
         scores = values(
-            read_topic(kafka, names["scores"], expect=TRANSACTIONS, timeout_s=RECOVERY_BOUND_S)
+            read_topic(kafka, world.scores, expect=TRANSACTIONS, timeout_s=RECOVERY_BOUND_S)
         )
         recovered_s = time.monotonic() - back
         ids = [s["transaction_id"] for s in scores]
@@ -150,7 +137,7 @@ def test_broker_restart_mid_stream_recovers_by_itself_exactly_once(
             f"recovered {recovered_s:.0f}s after the broker came back; {_starts(scorer.log)} starts"
         )
     finally:
-        scorer.stop()
+        world.cleanup()
 
 
 def _number(value: float | None) -> float:

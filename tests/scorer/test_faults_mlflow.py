@@ -16,10 +16,11 @@ from typing import Any
 
 import httpx
 
+from bench.deployment import Deployment, ServiceProcess
 from tests.kafka_util import produce_records, read_topic, values
 from tests.metrics_util import sample
 from tests.private_stack import private_stack
-from tests.scorer.harness import ScorerProcess, ScorerWorld, wait_until
+from tests.scorer.harness import wait_until
 from tests.scorer.models import isolation_model, register
 from tests.scorer.reference import committed_scores
 from tests.scorer.streams import stream_records
@@ -30,15 +31,15 @@ FEED_EVERY_S = 5.0  # a chunk of transactions this often during the outage
 CHUNK = 20
 
 
-def _metric(scorer: ScorerProcess, name: str) -> float:
+def _metric(scorer: ServiceProcess, name: str) -> float:
     return sample(scorer.url + "/metrics", name)
 
 
-def _scored_at_least(scorer: ScorerProcess, n: int) -> Callable[[], bool]:
+def _scored_at_least(scorer: ServiceProcess, n: int) -> Callable[[], bool]:
     return lambda: committed_scores(scorer) >= n
 
 
-def _model(scorer: ScorerProcess) -> dict[str, Any]:
+def _model(scorer: ServiceProcess) -> dict[str, Any]:
     answer = httpx.get(scorer.url + "/model", timeout=5)
     assert answer.status_code == 200, answer.text
     body: dict[str, Any] = answer.json()
@@ -46,7 +47,7 @@ def _model(scorer: ScorerProcess) -> dict[str, Any]:
 
 
 def test_mlflow_stopped_for_a_minute_scoring_goes_on_and_the_alias_is_followed_after(
-    make_world: Callable[..., ScorerWorld],
+    make_world: Callable[..., Deployment],
     kafka: dict[str, str],
     stack: TestStack,
     tmp_path: Path,
@@ -60,7 +61,7 @@ def test_mlflow_stopped_for_a_minute_scoring_goes_on_and_the_alias_is_followed_a
         champion = register(registry, name, isolation_model(seed=4, trees=20))
         world = make_world(partitions=3, model_name=name, on=own, SCORER_MODEL_POLL_S="1")
         before = stream_records(seed=41, n=60)
-        scorer = world.start("mlflow-outage")
+        scorer = world.start_scorer("mlflow-outage")
         try:
             scorer.wait_ready()
             produce_records(kafka, world.transactions, before)

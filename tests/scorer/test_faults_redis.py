@@ -16,9 +16,10 @@ from pathlib import Path
 
 import httpx
 
+from bench.deployment import Deployment
 from tests.kafka_util import produce_records, read_topic
 from tests.private_stack import private_stack
-from tests.scorer.harness import ScorerWorld, wait_until
+from tests.scorer.harness import wait_until
 from tests.scorer.reference import OneDay, assert_same_output, committed_scores
 from tests.stack import TestStack
 
@@ -26,7 +27,7 @@ DOWN_S = 3.0  # how long Redis stays dead
 
 
 def test_redis_killed_mid_stream_changes_no_output(
-    make_world: Callable[..., ScorerWorld],
+    make_world: Callable[..., Deployment],
     kafka: dict[str, str],
     stack: TestStack,
     one_day: OneDay,
@@ -49,7 +50,7 @@ def test_redis_killed_mid_stream_changes_no_output(
         world = make_world(
             partitions=6, on=own, SCORER_BATCH_MAX_SIZE="10", SCORER_OVERLAP_MIN_BATCH="1"
         )
-        scorer = world.start("redis-victim")
+        scorer = world.start_scorer("redis-victim")
         try:
             scorer.wait_ready()
             produce_records(kafka, world.transactions, chunks[0])

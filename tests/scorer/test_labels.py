@@ -9,17 +9,18 @@ from collections.abc import Callable
 import orjson
 import redis
 
+from bench.deployment import Deployment
 from scorer.feature_store import FeatureStore
 from tests.fraudcore.bad_labels import CORPUS, GOOD
 from tests.kafka_util import headers as kafka_headers
 from tests.kafka_util import produce, produce_records, read_topic
-from tests.scorer.harness import ScorerWorld, wait_until
+from tests.scorer.harness import wait_until
 from tests.scorer.streams import random_stream
 from tests.stack import TestStack
 
 
 def test_every_bad_label_is_dead_lettered_and_the_good_ones_folded(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+    make_world: Callable[..., Deployment], kafka: dict[str, str], stack: TestStack
 ) -> None:
     world = make_world(partitions=1)
     merchant = f"m-{uuid.uuid4().hex[:8]}"
@@ -36,7 +37,7 @@ def test_every_bad_label_is_dead_lettered_and_the_good_ones_folded(
     records = [r for r, _ in random_stream(seed=61, n=20)]
     produce_records(kafka, world.transactions, records)
 
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
         store = FeatureStore(redis.Redis.from_url(stack.redis_url), world.key_prefix)
@@ -46,7 +47,7 @@ def test_every_bad_label_is_dead_lettered_and_the_good_ones_folded(
             "every good label to be folded",
         )
         assert sorted(store.merchant_state(merchant).frauds) == sorted(good_ids)
-        letters = read_topic(kafka, world.labels_dlq, expect=len(CORPUS), timeout_s=60)
+        letters = read_topic(kafka, world.topics.topic_labels_dlq, expect=len(CORPUS), timeout_s=60)
         assert len(letters) == len(CORPUS)
         for letter in letters:
             headers = kafka_headers(letter)

@@ -15,10 +15,10 @@ from collections.abc import Callable
 import orjson
 from confluent_kafka import Producer
 
+from bench.deployment import Deployment
 from fraudcore.dead_letter import PRODUCER_MAX_MESSAGE_BYTES
 from tests.kafka_util import headers as kafka_headers
 from tests.kafka_util import produce_records, read_topic, values
-from tests.scorer.harness import ScorerWorld
 from tests.scorer.streams import random_stream
 
 BROKER_MAX_MESSAGE_BYTES = 1_048_588  # Kafka's default message.max.bytes
@@ -36,7 +36,7 @@ def _produce_huge(kafka: dict[str, str], topic: str, key: bytes, value: bytes) -
 
 
 def test_a_transaction_just_under_the_broker_limit_is_dead_lettered_truncated(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str]
+    make_world: Callable[..., Deployment], kafka: dict[str, str]
 ) -> None:
     world = make_world(partitions=1)
     records = [r for r, _ in random_stream(seed=51, n=60)]
@@ -47,14 +47,14 @@ def test_a_transaction_just_under_the_broker_limit_is_dead_lettered_truncated(
     _produce_huge(kafka, world.transactions, b"huge", huge)
     produce_records(kafka, world.transactions, records[30:])
 
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
         scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=60))
         assert sorted(s["transaction_id"] for s in scores) == sorted(
             r["transaction_id"] for r in records
         )
-        letters = read_topic(kafka, world.dlq, expect=1, timeout_s=30)
+        letters = read_topic(kafka, world.topics.topic_transactions_dlq, expect=1, timeout_s=30)
         assert len(letters) == 1
         letter = letters[0]
         headers = kafka_headers(letter)
@@ -71,7 +71,7 @@ def test_a_transaction_just_under_the_broker_limit_is_dead_lettered_truncated(
 
 
 def test_a_label_just_under_the_broker_limit_is_dead_lettered_truncated(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str]
+    make_world: Callable[..., Deployment], kafka: dict[str, str]
 ) -> None:
     world = make_world(partitions=1)
     label = {
@@ -84,10 +84,10 @@ def test_a_label_just_under_the_broker_limit_is_dead_lettered_truncated(
     _produce_huge(kafka, world.labels, b"huge", huge)
     produce_records(kafka, world.transactions, [r for r, _ in random_stream(seed=52, n=5)])
 
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
-        letters = read_topic(kafka, world.labels_dlq, expect=1, timeout_s=60)
+        letters = read_topic(kafka, world.topics.topic_labels_dlq, expect=1, timeout_s=60)
         headers = kafka_headers(letters[0])
         assert headers["dlq.reason"] == "schema_violation" and headers["dlq.field"] == "label"
         assert headers["dlq.truncated"] == "true"

@@ -12,11 +12,12 @@ import httpx
 import orjson
 import redis
 
+from bench.deployment import Deployment
 from fraudcore.contracts import validate
 from scorer.feature_store import FeatureStore
 from tests.kafka_util import headers as kafka_headers
 from tests.kafka_util import produce, produce_records, read_topic, values
-from tests.scorer.harness import ScorerWorld, wait_until
+from tests.scorer.harness import wait_until
 from tests.scorer.models import isolation_model, register
 from tests.scorer.reference import OneDay, assert_same_output, committed_scores
 from tests.scorer.streams import stream_records
@@ -40,7 +41,7 @@ POISON: list[tuple[str, bytes | None]] = [
 
 
 def test_scores_every_transaction_and_dead_letters_poison(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+    make_world: Callable[..., Deployment], kafka: dict[str, str], stack: TestStack
 ) -> None:
     world = make_world()
     records = stream_records(seed=21, n=400)
@@ -49,12 +50,12 @@ def test_scores_every_transaction_and_dead_letters_poison(
     produce(kafka, world.transactions, [(b"poison", value) for _, value in POISON])
     produce_records(kafka, world.transactions, records[200:])
 
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
         scores = values(read_topic(kafka, world.scores, expect=len(records), timeout_s=120))
         alerts = values(read_topic(kafka, world.alerts))
-        letters = read_topic(kafka, world.dlq, expect=len(POISON))
+        letters = read_topic(kafka, world.topics.topic_transactions_dlq, expect=len(POISON))
 
         # Every valid transaction scored exactly once, and only those.
         assert sorted(s["transaction_id"] for s in scores) == sorted(
@@ -103,12 +104,12 @@ def test_scores_every_transaction_and_dead_letters_poison(
 
 
 def test_http_score_is_read_only_and_matches_the_stream(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+    make_world: Callable[..., Deployment], kafka: dict[str, str], stack: TestStack
 ) -> None:
     world = make_world(partitions=1)
     records = stream_records(seed=22, n=50)
     produce_records(kafka, world.transactions, records)
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
         scores = {
@@ -138,7 +139,7 @@ def test_http_score_is_read_only_and_matches_the_stream(
 
 
 def test_sigkill_several_times_changes_no_output(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day: OneDay
+    make_world: Callable[..., Deployment], kafka: dict[str, str], stack: TestStack, one_day: OneDay
 ) -> None:
     """Kill -9 the scorer mid-stream, again and again: the committed output equals an
     uninterrupted run's, message for message, and no merchant count is doubled."""
@@ -150,7 +151,7 @@ def test_sigkill_several_times_changes_no_output(
     progress = []
     # Each round: start, feed more input while it runs, kill -9 mid-stream.
     for round_no, delay in enumerate((0.4, 0.1, 0.8, 0.25)):
-        scorer = world.start("crashy")  # a supervisor restarts the same instance
+        scorer = world.start_scorer("crashy")  # a supervisor restarts the same instance
         scorer.wait_ready()
         produce_records(kafka, world.transactions, chunks[round_no + 1])
         time.sleep(delay)
@@ -160,7 +161,7 @@ def test_sigkill_several_times_changes_no_output(
         produce_records(kafka, world.transactions, chunk)
     mid_stream = [n for n in progress if 0 < n < len(records)]
     assert len(mid_stream) >= 2, f"kills did not land mid-stream: committed {progress}"
-    final = world.start("crashy")
+    final = world.start_scorer("crashy")
     try:
         final.wait_ready()
         assert_same_output(world, kafka, stack, one_day)
@@ -169,18 +170,18 @@ def test_sigkill_several_times_changes_no_output(
 
 
 def test_rebalance_one_three_one_changes_no_output(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day: OneDay
+    make_world: Callable[..., Deployment], kafka: dict[str, str], stack: TestStack, one_day: OneDay
 ) -> None:
     """Scale 1 -> 3 -> 1 scorers in one group while the stream flows."""
     records = one_day.records
     world = make_world(partitions=6, SCORER_BATCH_MAX_SIZE="50", SCORER_OVERLAP_MIN_BATCH="1")
     chunks = [records[i : i + 300] for i in range(0, len(records), 300)]
-    first = world.start("one")
+    first = world.start_scorer("one")
     extra = []
     try:
         first.wait_ready()
         produce_records(kafka, world.transactions, chunks[0])
-        extra = [world.start("two"), world.start("three")]
+        extra = [world.start_scorer("two"), world.start_scorer("three")]
         produce_records(kafka, world.transactions, chunks[1])
         for scorer in extra:
             scorer.wait_ready()
@@ -213,7 +214,7 @@ def _assigned(log: str) -> set[int]:
 
 
 def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack, one_day: OneDay
+    make_world: Callable[..., Deployment], kafka: dict[str, str], stack: TestStack, one_day: OneDay
 ) -> None:
     """A scorer frozen mid-stream (SIGSTOP: a long GC pause, a stalled VM) loses its
     partitions when its session expires, and another scorer carries on from the last
@@ -230,7 +231,7 @@ def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
         SCORER_SESSION_TIMEOUT_MS="6000",
     )
     chunks = [records[i : i + 300] for i in range(0, len(records), 300)]
-    zombie = world.start("zombie")
+    zombie = world.start_scorer("zombie")
     owner = None
     frozen = False
     try:
@@ -248,7 +249,7 @@ def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
         zombie.proc.send_signal(signal.SIGSTOP)
         frozen = True
         assert len(chunks[0]) < scored < len(chunks[0]) + len(chunks[1]), scored
-        owner = world.start("owner")
+        owner = world.start_scorer("owner")
         owner.wait_ready()
         for chunk in chunks[2:4]:
             produce_records(kafka, world.transactions, chunk)
@@ -278,13 +279,13 @@ def test_a_frozen_scorer_that_lost_its_partitions_changes_no_output(
 
 
 def test_hot_model_swap_loses_no_message(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+    make_world: Callable[..., Deployment], kafka: dict[str, str], stack: TestStack
 ) -> None:
     name = f"swap-test-{uuid.uuid4().hex[:8]}"
     register(stack.mlflow_uri, name, isolation_model(seed=2))
     world = make_world(partitions=3, model_name=name, SCORER_OVERLAP_MIN_BATCH="1")
     before, during, after = (stream_records(seed=s, n=300) for s in (31, 32, 33))
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
         produce_records(kafka, world.transactions, before)
@@ -317,7 +318,7 @@ def test_hot_model_swap_loses_no_message(
 
 
 def test_labels_fold_into_merchant_state_and_bad_labels_dead_letter(
-    make_world: Callable[..., ScorerWorld], kafka: dict[str, str], stack: TestStack
+    make_world: Callable[..., Deployment], kafka: dict[str, str], stack: TestStack
 ) -> None:
     world = make_world(partitions=1)
     merchant = f"m-{uuid.uuid4().hex[:8]}"
@@ -332,14 +333,14 @@ def test_labels_fold_into_merchant_state_and_bad_labels_dead_letter(
         (b"bad", orjson.dumps({**label, "label": "maybe"})),
     ]
     produce(kafka, world.labels, messages)
-    scorer = world.start()
+    scorer = world.start_scorer()
     try:
         scorer.wait_ready()
         store = FeatureStore(redis.Redis.from_url(stack.redis_url), world.key_prefix)
         wait_until(
             lambda: bool(store.merchant_state(merchant).frauds), 30, "the fraud label to be folded"
         )
-        letters = read_topic(kafka, world.labels_dlq, expect=1, timeout_s=30)
+        letters = read_topic(kafka, world.topics.topic_labels_dlq, expect=1, timeout_s=30)
         time.sleep(1)
         # Counted once, from the first label's available_at; the legit label not at all.
         assert store.merchant_state(merchant).frauds == {"t-1": 1795168800000}

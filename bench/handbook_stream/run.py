@@ -1,6 +1,6 @@
-"""`python -m trainer handbook-stream`: the handbook benchmark through Kafka.
+"""`python -m bench.handbook_stream`: the handbook benchmark through Kafka.
 
-The offline half is `handbook` itself (the book split, hist_gb with its defaults), using the
+The offline half is `python -m trainer handbook` itself (the book split, hist_gb with its defaults), using the
 trainer's own functions; the version it fits is registered under a fresh name as champion.
 The streaming half deploys that version for real: fresh topics, `python -m scorer` as a
 process, `python -m producer --preset handbook` replaying the same window (labels 7 days
@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import os
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,9 +24,12 @@ from typing import Any
 import numpy as np
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 
+from bench.config import Stack
+from bench.deployment import Deployment, ServiceProcess
+from bench.handbook_stream.scores import ScoreCollector, compare_rows, stream_figures
 from fraudcore.kafka import consumer_config, wait_for_kafka
 from fraudcore.logs import kv
-from fraudcore.settings import TopicSettings
+from fraudcore.settings import REPO_ROOT, TopicSettings
 from trainer import kafka_source
 from trainer.labels import LabelBook
 from trainer.models import ModelConfig
@@ -33,13 +37,14 @@ from trainer.pipeline import DataRequest, SplitRequest, holdout_split, load_tabl
 from trainer.progress import Bars
 from trainer.publish import publish
 from trainer.settings import TrainerSettings
-from trainer.stream_scores import ScoreCollector, compare_rows, stream_figures
-from trainer.stream_world import Child, StreamWorld
 from trainer.timeutil import iso
 
 logger = logging.getLogger(__name__)
 
 _LOG_EVERY_S = 15.0
+PARTITIONS = 6
+# Feature state of an interrupted run expires by itself (wall clock, not event time).
+_STATE_TTL_S = 6 * 3600
 
 
 class StreamSettings(TrainerSettings):
@@ -165,18 +170,18 @@ def run_stream_benchmark(
         )
     if published.alias != "champion":
         raise RuntimeError(f"{settings.model_name} v{published.version} is not champion")
-    world = StreamWorld(
-        kafka=kafka,
-        kafka_bootstrap=settings.kafka_bootstrap_servers,
-        redis_url=settings.redis_url,
-        mlflow_uri=settings.mlflow_tracking_uri,
-        model_name=settings.model_name,
+    world = Deployment(
+        Stack(settings.kafka_bootstrap_servers, settings.redis_url, settings.mlflow_tracking_uri),
+        settings.model_name,
+        name=f"hbstream-{uuid.uuid4().hex[:8]}",
+        env={"SCORER_FEATURE_TTL_S": str(_STATE_TTL_S)},
+        log_dir=REPO_ROOT / ".run" / "handbook-stream",
     )
     try:
         stream = _stream(world, options, steps)
     finally:
         with steps.step("clean-up"):
-            world.cleanup()
+            world.cleanup(groups=True)
     with steps.step("streaming: evaluate"):
         labels = LabelBook()
         for label in stream.labels:
@@ -232,7 +237,7 @@ def run_stream_benchmark(
         "seconds": steps.seconds,
         "peak_load_1m": round(steps.peak_load, 2),
         "replay_args": stream.producer_args,
-        "logs": [str(child.log) for child in world.children],
+        "logs": [str(process.log) for process in world.processes],
     }
 
 
@@ -249,10 +254,10 @@ class Streamed:
     producer_args: list[str]
 
 
-def _stream(world: StreamWorld, options: StreamOptions, steps: Steps) -> Streamed:
+def _stream(world: Deployment, options: StreamOptions, steps: Steps) -> Streamed:
     with steps.step("streaming: topics and scorer ready"):
-        world.create_topics()
-        scorer = world.start_scorer()
+        world.create_topics(PARTITIONS)
+        scorer = world.start_scorer("handbook-stream")
         scorer.wait_ready(options.ready_timeout_s)
     reader = OutputReader(world.kafka, world.topics, f"{world.name}-reader")
     try:
@@ -264,7 +269,7 @@ def _stream(world: StreamWorld, options: StreamOptions, steps: Steps) -> Streame
             "--metrics-port", "0", "--no-progress", "--no-create-topics",
         ]  # fmt: skip
         with steps.step("streaming: replay (scoring alongside)"):
-            producer = world.start_producer(args)
+            producer = world.start_producer(args, PARTITIONS)
             _follow(reader, scorer, producer, options.replay_timeout_s, steps)
             if producer.proc.returncode != 0:
                 raise RuntimeError(
@@ -294,7 +299,11 @@ def _progress(reader: OutputReader, started: float, **extra: Any) -> None:
 
 
 def _follow(
-    reader: OutputReader, scorer: Child, producer: Child, timeout_s: float, steps: Steps
+    reader: OutputReader,
+    scorer: ServiceProcess,
+    producer: ServiceProcess,
+    timeout_s: float,
+    steps: Steps,
 ) -> None:
     """Read scores while the producer replays; bounded, and the scorer must stay up."""
     started = last_log = time.monotonic()
@@ -312,7 +321,7 @@ def _follow(
 
 
 def _drain(
-    reader: OutputReader, scorer: Child, expected: int, timeout_s: float, steps: Steps
+    reader: OutputReader, scorer: ServiceProcess, expected: int, timeout_s: float, steps: Steps
 ) -> None:
     """Until every replayed transaction has a score or a dead letter (bounded, logged)."""
     started = last_log = time.monotonic()

@@ -10,6 +10,7 @@ import numpy as np
 import orjson
 import pytest
 
+from bench.handbook_stream.scores import ScoreCollector, compare_rows, stream_figures
 from fraudcore.contracts import format_time
 from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES
 from trainer.dataset import build_table
@@ -17,7 +18,6 @@ from trainer.holdout import Holdout, make_split
 from trainer.labels import Label, LabelBook
 from trainer.metrics import evaluate
 from trainer.sources import Event, Transaction
-from trainer.stream_scores import ScoreCollector, compare_rows, stream_figures
 from trainer.timeutil import iso
 
 DAY = 86_400.0

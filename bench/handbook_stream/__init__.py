@@ -1,0 +1,1 @@
+"""The handbook benchmark through Kafka: `python -m bench.handbook_stream`."""
