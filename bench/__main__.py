@@ -107,6 +107,9 @@ def run(
     alo_loads: Annotated[
         str, typer.Option(help="Offered loads of the at-least-once latency run, tx/s.")
     ] = "1000,5000",
+    warm_up: Annotated[
+        bool, typer.Option(help="First an unmeasured exactly-once drain (warms the broker).")
+    ] = True,
     no_scores_variant: Annotated[
         bool, typer.Option(help="Also drain with SCORER_EMIT_SCORES=false.")
     ] = True,
@@ -154,6 +157,7 @@ def run(
         days=days,
         drain_limit=drain_limit,
         modes=("exactly_once", "at_least_once") if at_least_once else ("exactly_once",),
+        warm_up=warm_up,
         no_scores_variant=no_scores_variant,
         plain_memory=plain_memory,
         loads=_ints(loads),

@@ -61,10 +61,10 @@ def short_id() -> str:
     return uuid.uuid4().hex[:8]
 
 
-def topic_names(name: str) -> TopicSettings:
+def topic_names(name: str, transactions: str = "transactions") -> TopicSettings:
     """Every topic of a deployment called `name`, each prefixed by it."""
     return TopicSettings(
-        topic_transactions=f"{name}-transactions",
+        topic_transactions=f"{name}-{transactions}",
         topic_scores=f"{name}-scores",
         topic_alerts=f"{name}-alerts",
         topic_labels=f"{name}-labels",

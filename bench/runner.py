@@ -17,7 +17,7 @@ import orjson
 
 from bench import data, latency, model, report, throughput
 from bench.config import Plan, Stack
-from bench.deployment import Deployment, short_id
+from bench.deployment import Deployment, short_id, topic_names
 from bench.machine import LoadMonitor, loadavg, machine, settle
 from bench.redisstats import server_stats, state_memory
 from fraudcore.logs import kv
@@ -25,23 +25,16 @@ from fraudcore.settings import REPO_ROOT, TopicSettings
 
 logger = logging.getLogger(__name__)
 LOG_DIR = REPO_ROOT / "bench" / "results" / "logs"
+WARM_UP_RUN = "warm-up (exactly_once, not a target)"
 # Every scorer the benchmark starts: quiet logs, and leftovers of an interrupted run expire.
 SCORER_ENV = {"SCORER_FEATURE_TTL_S": "7200", "LOG_LEVEL": "WARNING"}
 
 
 def bench_topics(name: str) -> TopicSettings:
-    """Topic names as long as the real ones ("bx1a2b3c-tx" beside "transactions"): the
-    merchant state keeps one offset per "topic:partition", so the memory figure is not
-    inflated by the benchmark's naming."""
-    return TopicSettings(
-        topic_transactions=f"{name}-tx",
-        topic_scores=f"{name}-scores",
-        topic_alerts=f"{name}-alerts",
-        topic_labels=f"{name}-labels",
-        topic_transactions_dlq=f"{name}-dlq",
-        topic_alerts_dlq=f"{name}-alerts-dlq",
-        topic_labels_dlq=f"{name}-labels-dlq",
-    )
+    """The transactions topic named as long as the real one ("bx1a2b3c-tx" beside
+    "transactions"): the merchant state keeps one offset per "topic:partition", so the
+    memory figure is not inflated by the benchmark's naming."""
+    return topic_names(name, transactions="tx")
 
 
 def _day_before(start: str, days: int) -> str:
@@ -168,6 +161,11 @@ def _run(
     def quiet() -> None:
         settle(plan.settle_below, plan.settle_s)
 
+    if plan.warm_up:
+        quiet()
+        runs[WARM_UP_RUN] = throughput.drain(
+            drain_world, "warm-up", n, monitor, SCORER_DELIVERY="exactly_once"
+        )
     for mode in plan.modes:
         quiet()
         runs[mode] = throughput.drain(drain_world, mode, n, monitor, SCORER_DELIVERY=mode)

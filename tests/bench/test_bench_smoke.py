@@ -11,7 +11,7 @@ import redis
 from confluent_kafka.admin import AdminClient
 
 from bench.config import Plan, Stack
-from bench.runner import execute
+from bench.runner import WARM_UP_RUN, execute
 from tests.stack import TestStack
 
 TINY = Plan(
@@ -50,6 +50,7 @@ def test_tiny_benchmark_writes_complete_results(stack: TestStack, tmp_path: Path
         assert key in saved, key
     assert saved["input"]["transactions"] == 5000
 
+    assert saved["throughput"][WARM_UP_RUN]["transactions"] == 5000
     drain = saved["throughput"]["exactly_once"]
     assert drain["transactions"] == 5000
     for key in ("steady_tx_s", "overall_tx_s", "scorer_cpu_s", "peak_rss_bytes"):
