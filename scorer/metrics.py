@@ -109,6 +109,10 @@ score_distribution = BatchHistogram(
 model_version = Gauge(
     "scorer_model_version", "Version of the model in use (0 = none)", ["model_name"]
 )
+partitions_held = Gauge(
+    "scorer_partitions_held",
+    "Partitions paused while a UTC day ahead of another with input left (scorer/alignment.py)",
+)
 model_loaded = Gauge("scorer_model_loaded", "1 when a model is loaded and scoring")
 alert_budget = Gauge(
     "scorer_alert_budget",

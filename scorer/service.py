@@ -32,6 +32,7 @@ from fraudcore.dead_letter import FRAMING_BYTES, PRODUCER_MAX_MESSAGE_BYTES, dea
 from fraudcore.kafka import consumer_config, producer_config, wait_for_kafka
 from fraudcore.logs import kv, where
 from scorer import metrics
+from scorer.alignment import DayAlignment, left_for_later
 from scorer.checkpoint import Checkpoint, KafkaHooks, Offsets
 from scorer.drift import DriftTracker
 from scorer.feature_pipeline import FeaturePipeline, PendingFeatures
@@ -157,6 +158,7 @@ class Scorer:
         self._in_flight: Batch | None = None
         self._features_pipeline: FeaturePipeline | None = None
         self.checkpoint: Checkpoint | None = None  # made with the Kafka clients
+        self.alignment: DayAlignment | None = None  # made with the consumer
         # Bytes a dead letter may have (fraudcore/dead_letter.py); read from the topic.
         self._dlq_limit = PRODUCER_MAX_MESSAGE_BYTES - FRAMING_BYTES
         self.watchdog = Watchdog(
@@ -245,6 +247,7 @@ class Scorer:
                 },
             )
         )
+        alignment = self.alignment = DayAlignment(consumer, settings.scorer_align_days)
         checkpoint = self.checkpoint = Checkpoint(
             consumer,
             producer,
@@ -276,6 +279,7 @@ class Scorer:
                 # in every cycle at 5,000 tx/s.) With a batch in flight, only take what
                 # has already arrived: waiting would hold back the batch in flight.
                 timeout = 0.0 if self._in_flight else taken_at + wait_s - time.monotonic()
+                alignment.release()
                 msgs = consumer.consume(settings.scorer_batch_max_size, max(0.0, timeout))
                 taken_at = time.monotonic()
                 self._step(msgs)
@@ -337,18 +341,25 @@ class Scorer:
             if error is not None:
                 self._on_consume_error(error)
                 continue
-            batch.offsets.add(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
             data.append(msg)
         if not data:
             return None
         self._kafka_outage.recovered()
         self.health.kafka = True
-        metrics.consumed.inc(len(data))
-        metrics.batch_size.observe(len(data))
 
-        batch.accepted, batch.rejected, with_unknown = decode_batch(
+        accepted, rejected, with_unknown = decode_batch(
             data, settings.scorer_max_message_bytes, settings.scorer_max_future_s, time.time()
         )
+        assert self.alignment is not None
+        batch.accepted, batch.rejected, held = self.alignment.admit(accepted, rejected)
+        if held:
+            data = [msg for msg in data if not left_for_later(msg, held)]
+            if not data:
+                return None
+        for msg in data:
+            batch.offsets.add(msg.topic() or "", msg.partition() or 0, msg.offset() or 0)
+        metrics.consumed.inc(len(data))
+        metrics.batch_size.observe(len(data))
         if with_unknown:
             metrics.unknown_fields.inc(with_unknown)
         t_decode = time.perf_counter()
@@ -500,6 +511,8 @@ class Scorer:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.lag.assigned(partitions)
+        if self.alignment is not None:
+            self.alignment.assigned(partitions)
         logger.info(
             "partitions assigned %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )
@@ -517,6 +530,8 @@ class Scorer:
         if self.store is not None:
             # The partitions' next owner writes their users from now on.
             self.store.forget_written()
+        if self.alignment is not None:
+            self.alignment.forget(partitions)
         logger.info(
             "partitions revoked %s", kv(partitions=",".join(str(p.partition) for p in partitions))
         )

@@ -13,7 +13,9 @@ its test period (its threshold was chosen on that period's scores):
 - each alert's reasons raised its score, and the alerts of each scenario name its
   signature features;
 - live first payments of brand-new cards are not alerted: the model learned nothing
-  that makes a card risky for being new.
+  that makes a card risky for being new;
+- every feature the scorer computed while catching up on the history, card and merchant
+  alike, equals the trainer's for the same transaction.
 
 The figures are printed (`make e2e` shows them; the README quotes a run).
 """
@@ -331,11 +333,6 @@ def test_the_scorer_computed_the_trainers_card_features(
     assert not {n: c for n, c in differ.items() if n not in MERCHANT_NAMES}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="while catching up, a merchant's counts of earlier days miss the transactions "
-    "of partitions still behind: 72-98 % of the rows (scorer/README.md, known gap)",
-)
 def test_the_scorer_computed_the_trainers_merchant_features(
     feature_differences: tuple[int, Counter[str]],
 ) -> None:
