@@ -78,7 +78,9 @@ def _drain(kafka: dict[str, Any], topic: str, expected: int) -> list[tuple[int, 
             accepted, rejected, _ = decode_batch(msgs, 16_384, 1e12, time.time())
             assert not rejected
             kept, _, _ = alignment.admit(accepted, rejected)
-            taken += [(a.msg.partition() or 0, int(a.event_ts // DAY) - int(T0 // DAY)) for a in kept]
+            taken += [
+                (a.msg.partition() or 0, int(a.event_ts // DAY) - int(T0 // DAY)) for a in kept
+            ]
     finally:
         consumer.close()
     return taken
