@@ -11,7 +11,7 @@ order. So a partition is held back while it is a day ahead:
   of the message it is held at, else the day of the last message taken from it (messages
   of a partition come roughly in event-time order);
 - a message of day d is taken only if every other assigned partition with input left
-  (its next offset below its high watermark) has a frontier of at least d; otherwise its
+  (its position below its high watermark) has a frontier of at least d; otherwise its
   partition is sought back to it and paused, and the message and what follows it in the
   batch are left for later (not in the batch, so not committed);
 - before each batch, a held partition is resumed once that holds for its message.
@@ -87,7 +87,7 @@ class DayAlignment:
                 held.append(TopicPartition(tp.topic, tp.partition))
         if held:
             self.consumer.resume(held)
-            metrics.partitions_held.set(sum(p.held is not None for p in self._partitions.values()))
+            self._export()
 
     def release(self) -> None:
         """Resume each held partition whose message may now be taken."""
@@ -104,7 +104,7 @@ class DayAlignment:
                 resumed.append(TopicPartition(*key))
         if resumed:
             self.consumer.resume(resumed)
-            metrics.partitions_held.set(sum(p.held is not None for p in self._partitions.values()))
+            self._export()
 
     def admit(
         self, accepted: list[Accepted], rejected: list[Rejected]
@@ -137,8 +137,11 @@ class DayAlignment:
                 tp = TopicPartition(topic, partition, offset)
                 self.consumer.pause([tp])
                 self.consumer.seek(tp)
-            metrics.partitions_held.set(sum(p.held is not None for p in self._partitions.values()))
+            self._export()
         return accepted, rejected, cut
+
+    def _export(self) -> None:
+        metrics.partitions_held.set(sum(p.held is not None for p in self._partitions.values()))
 
     def _may_take(self, key: Partition, day: int) -> bool:
         """Every other partition with input left has nothing left before `day`."""
