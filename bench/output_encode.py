@@ -32,7 +32,7 @@ from rich.table import Table
 
 from bench.data import month
 from fraudcore.features import FEATURE_NAMES
-from scorer.pipeline import Accepted, _feature_maps, outputs
+from scorer.pipeline import Accepted, feature_map_bytes, outputs
 
 app = typer.Typer(add_completion=False, help=__doc__)
 PROCESSED_AT = "2026-12-02T18:00:00.000000Z"
@@ -72,7 +72,7 @@ def _msgspec(
 
     def run(accepted: Sequence[Accepted], features: np.ndarray, scores: np.ndarray) -> list[bytes]:
         if with_template:
-            maps: list[Any] = [msgspec.Raw(bytes(m)) for m in _feature_maps(features)]
+            maps: list[Any] = [msgspec.Raw(m) for m in feature_map_bytes(features)]
         else:
             maps = [
                 {n: (None if v != v else v) for n, v in zip(FEATURE_NAMES, row, strict=True)}
@@ -101,11 +101,8 @@ def _best(run: Callable[[], object], repeat: int) -> float:
     return best
 
 
-@app.command()
-def main(
-    rows: Annotated[int, typer.Option(help="Messages in the batch.")] = 1000,
-    repeat: Annotated[int, typer.Option(help="Timed repetitions; the best counts.")] = 30,
-) -> None:
+def measure(rows: int, repeat: int) -> dict[str, tuple[float, bool]]:
+    """{variant: (best µs per message, whether its messages decode to the scorer's)}."""
     data = month("2018-07-01", 1, limit=rows)
     rng = np.random.default_rng(3)
     features = rng.lognormal(1.0, 1.5, (len(data.records), len(FEATURE_NAMES)))
@@ -118,13 +115,24 @@ def main(
         "msgspec Struct + dict": _msgspec(with_template=False),
     }
     reference = [orjson.loads(m) for m in _scorer(accepted, features, scores)]
-    table = Table(title=f"score messages, batch of {len(accepted)}, best of {repeat}")
-    for column in ("variant", "µs / message", "same documents"):
-        table.add_column(column)
+    out = {}
     for name, variant in variants.items():
         same = [orjson.loads(m) for m in variant(accepted, features, scores)] == reference
         seconds = _best(lambda v=variant: v(accepted, features, scores), repeat)  # type: ignore[misc]
-        table.add_row(name, f"{seconds * 1e6 / len(accepted):.2f}", "yes" if same else "NO")
+        out[name] = (seconds * 1e6 / len(accepted), same)
+    return out
+
+
+@app.command()
+def main(
+    rows: Annotated[int, typer.Option(help="Messages in the batch.")] = 1000,
+    repeat: Annotated[int, typer.Option(help="Timed repetitions; the best counts.")] = 30,
+) -> None:
+    table = Table(title=f"score messages, batch of {rows}, best of {repeat}")
+    for column in ("variant", "µs / message", "same documents"):
+        table.add_column(column)
+    for name, (micros, same) in measure(rows, repeat).items():
+        table.add_row(name, f"{micros:.2f}", "yes" if same else "NO")
     Console().print(table)
 
 

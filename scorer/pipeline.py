@@ -85,16 +85,20 @@ def dead_letter(rejected: Rejected, dlq_topic: str, limit: int) -> OutMessage:
 _FEATURE_TEMPLATE = b"{" + b",".join(orjson.dumps(name) + b":%b" for name in FEATURE_NAMES) + b"}"
 
 
-def _feature_maps(features: np.ndarray) -> list[orjson.Fragment]:
-    """The {"name": value} object of every row (NaN is written as null: "missing" stays
-    visible in the output), byte for byte what orjson writes for the dict."""
+def feature_map_bytes(features: np.ndarray) -> list[bytes]:
+    """The {"name": value} object of every row as JSON bytes (NaN is written as null:
+    "missing" stays visible in the output), byte for byte what orjson writes for the dict."""
     if features.shape[0] == 0:
         return []
     matrix = np.ascontiguousarray(features, dtype=np.float64)
     text = orjson.dumps(matrix, option=orjson.OPT_SERIALIZE_NUMPY)
     # Numbers and nulls contain neither "],[" nor ",", so splitting is exact.
     template = _FEATURE_TEMPLATE
-    return [orjson.Fragment(template % tuple(row.split(b","))) for row in text[2:-2].split(b"],[")]
+    return [template % tuple(row.split(b",")) for row in text[2:-2].split(b"],[")]
+
+
+def _feature_maps(features: np.ndarray) -> list[orjson.Fragment]:
+    return [orjson.Fragment(m) for m in feature_map_bytes(features)]
 
 
 def outputs(
