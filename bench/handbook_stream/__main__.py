@@ -20,7 +20,8 @@ from bench.handbook_stream.report import print_report
 from bench.handbook_stream.run import StreamOptions, StreamSettings, run_stream_benchmark
 from fraudcore.logs import setup_logging
 from fraudcore.settings import REPO_ROOT, load_settings
-from trainer.handbook import BOOK_BASELINES, HANDBOOK_FILE, book_baselines, handbook_data
+from trainer.book_recipe import compute_book_rows
+from trainer.handbook import HANDBOOK_FILE, handbook_data
 from trainer.models import ModelConfig
 from trainer.pipeline import SplitRequest
 from trainer.progress import Bars
@@ -77,9 +78,9 @@ def run(
         ),
         "total_seconds": round(time.perf_counter() - started, 1),
         **document,
-        "book_baselines": book_baselines(),
+        "book_recipe": compute_book_rows(data),
     }
-    print_report(console, document, BOOK_BASELINES)
+    print_report(console, document)
     results.parent.mkdir(parents=True, exist_ok=True)
     results.write_text(json.dumps(document, indent=2, default=str))
     console.print(f"results written to {results}")

@@ -1,7 +1,8 @@
-"""A small synthetic card stream with labelled fraud, for the trainer's tests.
+"""Small synthetic data for the trainer's tests: a card stream with labelled fraud (Kafka),
+and a file in the handbook's format (handbook_file).
 
-Kept here (not imported from producer/): users spend around a personal mean at a few
-merchants from one device and country; some cards get compromised (bursts of large
+The stream is kept here (not imported from producer/): users spend around a personal mean
+at a few merchants from one device and country; some cards get compromised (bursts of large
 amounts from a new device and country far away) and two merchants get compromised (every
 transaction there is fraud for a few days). Every fraud gets a label `delay_s` after the
 transaction; half of the legit transactions get a legit label.
@@ -12,8 +13,11 @@ from __future__ import annotations
 import random
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import pandas as pd
 from confluent_kafka import Producer
 
 from fraudcore.contracts import format_time
@@ -112,3 +116,27 @@ def produce(config: dict[str, Any], topic: str, items: Iterable[tuple[str, bytes
     remaining = producer.flush(30)
     assert remaining == 0, f"{remaining} messages not delivered to {topic}"
     return count
+
+
+def handbook_file(path: Path) -> Path:
+    """Handbook-format rows from 06-10 to 08-20 (more than the recipe reads): 80 customers,
+    30 terminals; 3 % of transactions are frauds of more than 220 (the book's scenario 1)."""
+    rng = np.random.default_rng(11)
+    start, days = pd.Timestamp("2018-06-10"), 71
+    n = 80 * 2 * days
+    seconds = np.sort(rng.integers(0, days * 86_400, n))
+    fraud = rng.random(n) < 0.03
+    amount = np.where(fraud, rng.uniform(221, 400, n), rng.uniform(1, 200, n)).round(2)
+    times = start + pd.to_timedelta(seconds, unit="s")
+    pd.DataFrame({
+        "TRANSACTION_ID": np.arange(n),
+        "TX_DATETIME": times.strftime("%Y-%m-%d %H:%M:%S"),
+        "CUSTOMER_ID": rng.integers(0, 80, n),
+        "TERMINAL_ID": rng.integers(0, 30, n),
+        "TX_AMOUNT": amount,
+        "TX_TIME_SECONDS": seconds,
+        "TX_TIME_DAYS": seconds // 86_400,
+        "TX_FRAUD": fraud.astype(int),
+        "TX_FRAUD_SCENARIO": fraud.astype(int),
+    }).to_csv(path, index=False)  # fmt: skip
+    return path
