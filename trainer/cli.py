@@ -1,4 +1,4 @@
-"""`python -m trainer`: train, handbook, bootstrap, promote."""
+"""`python -m trainer`: train, handbook, handbook-seeds, simulate, bootstrap, promote."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from rich.table import Table
 
 from fraudcore.logs import kv, setup_logging
 from fraudcore.settings import REPO_ROOT, load_settings
+from trainer import book_simulator
+from trainer.book_simulator import World
 from trainer.handbook import (
     FIGURES,
     HANDBOOK_FILE,
@@ -26,7 +28,9 @@ from trainer.handbook import (
 )
 from trainer.holdout import (
     BOOK_FEED_SINCE,
+    BOOK_PREQUENTIAL_TEST,
     book_holdout,
+    book_prequential_holdouts,
     book_validation_holdouts,
 )
 from trainer.models import ModelConfig, NeedsLabelsError
@@ -255,6 +259,14 @@ def handbook(
             "models: trainer/book_recipe.py) on the same file.",
         ),
     ] = True,
+    prequential_test: Annotated[
+        bool,
+        typer.Option(
+            "--prequential-test",
+            help="Instead of the ch. 3 test week, the mean over the book's ch. 5 prequential "
+            "test folds (test weeks 08-08, 08-15, 08-22, 08-29), ours and the book's recipe.",
+        ),
+    ] = False,
     book_only: Annotated[
         bool,
         typer.Option(
@@ -270,6 +282,10 @@ def handbook(
     settings = _settings()
     kinds = _kinds(models)
     tuning = _tuning(locals())
+    if prequential_test:
+        configs = [_config(settings, k, seed, None, tuning) for k in kinds]
+        _handbook_prequential(data, configs, results, quiet)
+        return
     if validation:
         if book_only:
             raise typer.BadParameter("not with --validation", param_hint="--book-only")
@@ -317,6 +333,106 @@ def handbook(
     console.print(f"results written to {results}")
 
 
+@app.command()
+def simulate(
+    seed: Annotated[int, typer.Option(help="The simulator's seed (0: the book's own file).")],
+    out: Annotated[Path, typer.Option(help="The CSV file to write (.gz: compressed).")],
+    customers: Annotated[int, typer.Option(min=1)] = World.customers,
+    terminals: Annotated[int, typer.Option(min=1)] = World.terminals,
+    days: Annotated[int, typer.Option(min=2)] = World.days,
+) -> None:
+    """Write a dataset of the handbook's simulator (trainer/book_simulator.py) for a seed."""
+    setup_logging("trainer")
+    world = World(customers=customers, terminals=terminals, days=days)
+    frame = book_simulator.simulate(world, seed)
+    book_simulator.write(frame, out)
+    console.print(f"{len(frame):,} transactions, {int(frame['TX_FRAUD'].sum()):,} frauds: {out}")
+
+
+@app.command("handbook-seeds")
+def handbook_seeds(
+    seeds: Annotated[
+        str, typer.Option(help="Comma-separated simulator seeds (100 and above: ours).")
+    ] = "100,101,102",
+    models: Annotated[str, typer.Option(help="Comma-separated model kinds.")] = "hist_gb",
+    shared: Annotated[
+        bool, typer.Option("--shared/--no-shared", help="Also the shared handbook file.")
+    ] = True,
+    data: Annotated[Path, typer.Option(help="The shared handbook file.")] = HANDBOOK_FILE,
+    folder: Annotated[Path, typer.Option(help="Where the simulated files are kept.")] = (
+        REPO_ROOT / ".run" / "handbook-seeds"
+    ),
+    customers: Annotated[int, typer.Option(min=1)] = World.customers,
+    terminals: Annotated[int, typer.Option(min=1)] = World.terminals,
+    train_days: Annotated[int, typer.Option(min=7)] = 7,
+    seed: SeedOpt = None,
+    results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
+        REPO_ROOT / ".run" / "trainer" / "handbook-seeds.json"
+    ),
+    quiet: QuietOpt = False,
+) -> None:
+    """The handbook benchmark, ours beside the book's computed baselines, on fresh datasets
+    of the book's simulator: per seed, and the mean and spread over them."""
+    from trainer import handbook_seeds as seeded
+
+    setup_logging("trainer")
+    settings = _settings()
+    configs = [_config(settings, k, seed, None, {}) for k in _kinds(models)]
+    world = World(customers=customers, terminals=terminals)
+    started = time.perf_counter()
+    bars = Bars(enabled=not quiet)
+    runs = []
+    if shared:
+        runs.append(seeded.evaluate(settings, "shared file", data, configs, train_days, bars))
+    for number in _seeds(seeds):
+        path = seeded.seed_file(folder, world, number)
+        runs.append(seeded.evaluate(settings, f"seed {number}", path, configs, train_days, bars))
+    table = Table(title="handbook ch. 3 split on datasets of the book's simulator")
+    for column in ("data", "model", "ROC AUC", "AP", "CP@100", "beats every baseline"):
+        table.add_column(column)
+    for run in runs:
+        for kind, figures in run.ours.items():
+            verdict = "yes" if run.beats_every_baseline(kind) else "NO"
+            table.add_row(run.label, f"ours: {kind}", *(_fmt(figures[f]) for f in FIGURES), verdict)
+        for name, figures in run.book.items():
+            table.add_row(run.label, f"book: {name}", *(_fmt(figures[f]) for f in FIGURES), "")
+    console.print(table)
+    seeded_only = [r for r in runs if r.label != "shared file"]
+    spread = seeded.spread(seeded_only) if seeded_only else {}
+    summary = Table(title=f"over the {len(seeded_only)} seeds: mean ± sd (min-max)")
+    for column in ("model", "ROC AUC", "AP", "CP@100"):
+        summary.add_column(column)
+    for model, stats in spread.items():
+        summary.add_row(
+            model,
+            *(
+                f"{stats[f]['mean']:.3f} ± {stats[f]['sd']:.3f} "
+                f"({stats[f]['min']:.3f}-{stats[f]['max']:.3f})"
+                for f in FIGURES
+            ),
+        )
+    console.print(summary)
+    document = {
+        "command": "python -m trainer " + " ".join(sys.argv[1:]),
+        "machine": f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}",
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "runs": [r.as_json() for r in runs],
+        "spread_over_seeds": spread,
+    }
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(document, indent=2, default=str))
+    console.print(f"results written to {results}")
+
+
+def _seeds(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise typer.BadParameter(
+            f"not a list of integers: {text!r}", param_hint="--seeds"
+        ) from None
+
+
 def _book_recipe(data: Path) -> dict[str, Any]:
     """The book's Chapter 3 baselines computed on `data`, always on the book's own split
     (7 training days from 2018-07-25, whatever --train-days says)."""
@@ -335,6 +451,61 @@ def _book_recipe(data: Path) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - started, 1),
         "figures": figures,
     }
+
+
+def _handbook_prequential(
+    data: Path, configs: list[ModelConfig], results: Path, quiet: bool
+) -> None:
+    import numpy as np
+    import pandas as pd
+
+    from trainer.book_recipe import BookSplit, compute_book_rows
+
+    started = time.perf_counter()
+    holdouts = book_prequential_holdouts(BOOK_PREQUENTIAL_TEST)
+    options = RunOptions(
+        data=DataRequest(
+            path=data,
+            preset="handbook",
+            since=holdouts[0].train_start - 31 * 86400.0,
+            until=holdouts[-1].test_end,
+            label_delay_s=7 * 86400.0,
+        ),
+        split=SplitRequest(kind="book"),
+        configs=configs,
+        register=False,
+    )
+    summaries = run_folds(options, holdouts, Bars(enabled=not quiet))
+    book_folds = [
+        compute_book_rows(data, BookSplit(train_start=pd.Timestamp(h.train_start, unit="s")))
+        for h in holdouts
+    ]
+    book_mean = {
+        name: {f: float(np.mean([fold[name][f] for fold in book_folds])) for f in FIGURES}
+        for name in book_folds[0]
+    }
+    table = Table(title="handbook ch. 5 prequential test folds (mean of 4 test weeks)")
+    for column in ("model", "ROC AUC", "AP", "CP@100"):
+        table.add_column(column)
+    for s in summaries:
+        table.add_row(f"ours: {s['model_kind']}", *(_fmt(s["metrics"].get(f)) for f in FIGURES))
+    for name, figures in book_mean.items():
+        table.add_row(f"book recipe: {name} (computed)", *(_fmt(figures[f]) for f in FIGURES))
+    for name, values in PUBLISHED_CH5.items():
+        table.add_row(f"published: {name} (ch. 5)", *(f"{v:.3f}" for v in values))
+    console.print(table)
+    document = {
+        "command": "python -m trainer " + " ".join(sys.argv[1:]),
+        "machine": f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}",
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "folds": [h.describe() for h in holdouts],
+        "results": summaries,
+        "book_recipe": {"mean": book_mean, "per_fold": book_folds},
+        "published": {"ch5": as_figures(PUBLISHED_CH5)},
+    }
+    results.parent.mkdir(parents=True, exist_ok=True)
+    results.write_text(json.dumps(document, indent=2, default=str))
+    console.print(f"results written to {results}")
 
 
 def _kinds(text: str) -> list[ModelKind]:

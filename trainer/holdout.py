@@ -84,6 +84,24 @@ def book_validation_holdouts(train_days: int = 7) -> list[Holdout]:
     return out
 
 
+def book_prequential_holdouts(latest_train_start: str, folds: int = 4) -> list[Holdout]:
+    """The prequential folds of the book's Chapter 5: fold k trains on the 7 days from
+    `latest_train_start` - 7k days, skips 7 delay days and tests on the next 7, cards known
+    compromised from its own training start. The book's test folds start training on
+    2018-08-15 (test weeks from 08-08 to 08-29), its validation folds on 07-11 (test weeks
+    from 07-04 to 07-25); earliest first here."""
+    latest = parse_utc(latest_train_start)
+    out = []
+    for k in reversed(range(folds)):
+        t = latest - 7 * k * DAY_S
+        out.append(Holdout(t, t + 7 * DAY_S, t + 14 * DAY_S, t + 21 * DAY_S, known_from=t))
+    return out
+
+
+BOOK_PREQUENTIAL_TEST = "2018-08-15"
+BOOK_PREQUENTIAL_VALIDATION = "2018-07-11"
+
+
 # The feed starts 31 days before training, so 30-day windows are full on the first day.
 BOOK_FEED_SINCE = "2018-06-24"
 

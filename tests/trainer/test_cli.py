@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from tests.trainer.synth import handbook_file
@@ -37,3 +38,26 @@ def test_handbook_reports_ours_beside_the_book_recipe_computed_on_the_same_file(
         document["published"]["ch3"]["random forest"]["roc_auc"]
         == PUBLISHED_CH3["random forest"][0]
     )
+
+
+def test_handbook_seeds_simulates_each_seed_and_reports_the_spread(tmp_path: Path) -> None:
+    results = tmp_path / "seeds.json"
+    arguments = ["handbook-seeds", "--seeds", "100,101", "--no-shared", "--models", "hist_gb",
+                 "--customers", "300", "--terminals", "600", "--folder", str(tmp_path / "data"),
+                 "--results", str(results), "--quiet"]  # fmt: skip
+    outcome = CliRunner().invoke(app, arguments)
+    assert outcome.exit_code == 0, outcome.output
+    document = json.loads(results.read_text())
+    runs = document["runs"]
+    assert [r["label"] for r in runs] == ["seed 100", "seed 101"]
+    assert len({Path(r["path"]).name for r in runs}) == 2
+    assert runs[0]["ours"]["hist_gb"] != runs[1]["ours"]["hist_gb"]
+    for run in runs:
+        assert set(run["book_recipe"]) == set(BOOK_MODELS)
+        mine, book = run["ours"]["hist_gb"], run["book_recipe"]
+        expected = all(mine[f] > b[f] for b in book.values() for f in FIGURES)
+        assert run["beats_every_baseline"]["hist_gb"] is expected
+    spread = document["spread_over_seeds"]["ours: hist_gb"]["average_precision"]
+    values = [r["ours"]["hist_gb"]["average_precision"] for r in runs]
+    assert spread["mean"] == pytest.approx(sum(values) / 2)
+    assert (spread["min"], spread["max"]) == (min(values), max(values))
