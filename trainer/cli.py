@@ -320,6 +320,7 @@ def handbook(
         for name, figures in published.items():
             table.add_row(f"published: {name} ({label})", *(f"{v:.3f}" for v in figures))
     console.print(table)
+    _print_scenario_recall(summaries)
     document = {
         "command": "python -m trainer " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}",
@@ -431,6 +432,32 @@ def _seeds(text: str) -> list[int]:
         raise typer.BadParameter(
             f"not a list of integers: {text!r}", param_hint="--seeds"
         ) from None
+
+
+def _print_scenario_recall(summaries: list[dict[str, Any]]) -> None:
+    """Recall at the alert budget per fraud scenario for each of our models; a scenario
+    a model never catches at the budget is named below the table."""
+    prefix = "recall_at_budget."
+    scenarios = sorted(
+        {k[len(prefix) :] for s in summaries for k in s["metrics"] if k.startswith(prefix)}
+    )
+    if not scenarios:
+        return
+    table = Table(title="recall at the alert budget by scenario")
+    for column in ("model", "all", *scenarios):
+        table.add_column(column)
+    missed = []
+    for s in summaries:
+        m = s["metrics"]
+        table.add_row(
+            f"ours: {s['model_kind']}",
+            _fmt(m.get("recall_at_budget")),
+            *(_fmt(m.get(prefix + name)) for name in scenarios),
+        )
+        missed += [f"{s['model_kind']}: {n}" for n in scenarios if m.get(prefix + n) == 0.0]
+    console.print(table)
+    if missed:
+        console.print("[red]caught none at the budget:[/red] " + ", ".join(missed))
 
 
 def _book_recipe(data: Path) -> dict[str, Any]:

@@ -27,6 +27,10 @@ def test_handbook_reports_ours_beside_the_book_recipe_computed_on_the_same_file(
     assert outcome.exit_code == 0, outcome.output
     document = json.loads(results.read_text())
     assert [r["model_kind"] for r in document["results"]] == ["hist_gb"]
+    recall = document["results"][0]["metrics"]["recall_at_budget.high_amount"]
+    assert "recall at the alert budget by scenario" in outcome.output
+    assert "high_amount" in outcome.output
+    assert ("caught none at the budget" in outcome.output) is (recall == 0.0)
     computed = document["book_recipe"]["figures"]
     assert set(computed) == set(BOOK_MODELS)
     # Frauds in this file are exactly the amounts over 220: the computed baselines see
