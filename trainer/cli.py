@@ -25,10 +25,12 @@ from trainer.handbook import (
     PUBLISHED_CH5,
     as_figures,
     handbook_data,
+    handbook_folds_data,
 )
 from trainer.holdout import (
     BOOK_FEED_SINCE,
     BOOK_PREQUENTIAL_TEST,
+    Holdout,
     book_holdout,
     book_prequential_holdouts,
     book_validation_holdouts,
@@ -480,6 +482,19 @@ def _book_recipe(data: Path) -> dict[str, Any]:
     }
 
 
+def _fold_summaries(
+    data: Path, holdouts: list[Holdout], configs: list[ModelConfig], quiet: bool
+) -> list[dict[str, Any]]:
+    """Each config's mean figures over the handbook folds, from one feature table."""
+    options = RunOptions(
+        data=handbook_folds_data(data, holdouts),
+        split=SplitRequest(kind="book"),
+        configs=configs,
+        register=False,
+    )
+    return run_folds(options, holdouts, Bars(enabled=not quiet))
+
+
 def _handbook_prequential(
     data: Path, configs: list[ModelConfig], results: Path, quiet: bool
 ) -> None:
@@ -490,19 +505,7 @@ def _handbook_prequential(
 
     started = time.perf_counter()
     holdouts = book_prequential_holdouts(BOOK_PREQUENTIAL_TEST)
-    options = RunOptions(
-        data=DataRequest(
-            path=data,
-            preset="handbook",
-            since=holdouts[0].train_start - 31 * 86400.0,
-            until=holdouts[-1].test_end,
-            label_delay_s=7 * 86400.0,
-        ),
-        split=SplitRequest(kind="book"),
-        configs=configs,
-        register=False,
-    )
-    summaries = run_folds(options, holdouts, Bars(enabled=not quiet))
+    summaries = _fold_summaries(data, holdouts, configs, quiet)
     book_folds = [
         compute_book_rows(data, BookSplit(train_start=pd.Timestamp(h.train_start, unit="s")))
         for h in holdouts
@@ -558,19 +561,7 @@ def _handbook_validation(
     data: Path, configs: list[ModelConfig], train_days: int, quiet: bool
 ) -> None:
     holdouts = book_validation_holdouts(train_days)
-    options = RunOptions(
-        data=DataRequest(
-            path=data,
-            preset="handbook",
-            since=holdouts[0].train_start - 31 * 86400.0,
-            until=holdouts[-1].test_end,
-            label_delay_s=7 * 86400.0,
-        ),
-        split=SplitRequest(kind="book"),
-        configs=configs,
-        register=False,
-    )
-    summaries = run_folds(options, holdouts, Bars(enabled=not quiet))
+    summaries = _fold_summaries(data, holdouts, configs, quiet)
     table = Table(title="handbook validation folds (mean of 2; the test period is not read)")
     for column in ("model", "params", "ROC AUC", "AP", "CP@100"):
         table.add_column(column)

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from fraudcore.settings import REPO_ROOT
-from trainer.holdout import book_holdout
+from trainer.holdout import Holdout, book_holdout
 from trainer.pipeline import DataRequest
 
 HANDBOOK_FILE = REPO_ROOT.parent / "shared" / "datasets" / "fraud-handbook" / "transactions.csv.gz"
@@ -36,6 +36,18 @@ def handbook_data(path: Path, train_days: int) -> DataRequest:
         preset="handbook",
         since=book_holdout(train_days).train_start - 31 * 86400.0,
         until=book_holdout().test_end,
+        label_delay_s=7 * 86400.0,
+    )
+
+
+def handbook_folds_data(path: Path, holdouts: list[Holdout]) -> DataRequest:
+    """The handbook's rows for several folds: from 31 days before the first training day to
+    the end of the last test day, labels 7 days late."""
+    return DataRequest(
+        path=path,
+        preset="handbook",
+        since=holdouts[0].train_start - 31 * 86400.0,
+        until=holdouts[-1].test_end,
         label_delay_s=7 * 86400.0,
     )
 

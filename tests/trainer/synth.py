@@ -118,11 +118,12 @@ def produce(config: dict[str, Any], topic: str, items: Iterable[tuple[str, bytes
     return count
 
 
-def handbook_file(path: Path) -> Path:
-    """Handbook-format rows from 06-10 to 08-20 (more than the recipe reads): 80 customers,
-    30 terminals; 3 % of transactions are frauds of more than 220 (the book's scenario 1)."""
+def handbook_file(path: Path, days: int = 71) -> Path:
+    """Handbook-format rows for `days` from 06-10 (71: to 08-20, more than the ch. 3 recipe
+    reads): 80 customers, 30 terminals; 3 % of transactions are frauds of more than 220
+    (the book's scenario 1)."""
     rng = np.random.default_rng(11)
-    start, days = pd.Timestamp("2018-06-10"), 71
+    start = pd.Timestamp("2018-06-10")
     n = 80 * 2 * days
     seconds = np.sort(rng.integers(0, days * 86_400, n))
     fraud = rng.random(n) < 0.03

@@ -15,6 +15,7 @@ from fraudcore.datasets import handbook_path
 from tests.trainer.synth import handbook_file
 from trainer.book_recipe import (
     BOOK_MODELS,
+    COLUMNS,
     FEATURES,
     BookSplit,
     add_calendar_features,
@@ -33,17 +34,7 @@ Row = tuple[int, str, int, int, float, int]  # id, time, customer, terminal, amo
 
 
 def _frame(rows: list[Row]) -> pd.DataFrame:
-    frame = pd.DataFrame(
-        rows,
-        columns=[
-            "TRANSACTION_ID",
-            "TX_DATETIME",
-            "CUSTOMER_ID",
-            "TERMINAL_ID",
-            "TX_AMOUNT",
-            "TX_FRAUD",
-        ],
-    )
+    frame = pd.DataFrame(rows, columns=list(COLUMNS))
     frame["TX_DATETIME"] = pd.to_datetime(frame["TX_DATETIME"])
     return frame
 
@@ -58,6 +49,17 @@ def test_weekend_and_night_flags() -> None:
     add_calendar_features(rows)
     assert rows["TX_DURING_WEEKEND"].tolist() == [1, 1, 0, 0]
     assert rows["TX_DURING_NIGHT"].tolist() == [1, 0, 0, 1]
+
+
+def _assert_windows(
+    got: pd.DataFrame, key: str, second: str, expected: dict[int, list[tuple[float, float]]]
+) -> None:
+    """`expected`: per transaction, (NB_TX, `second`) over the 1, 7 and 30-day windows."""
+    for tx, windows in expected.items():
+        for days, (count, value) in zip((1, 7, 30), windows, strict=True):
+            assert got.at[tx, f"{key}_NB_TX_{days}DAY_WINDOW"] == count, (tx, days)
+            actual = got.at[tx, f"{key}_{second}_{days}DAY_WINDOW"]
+            assert actual == pytest.approx(value), (tx, days)
 
 
 def test_customer_windows_by_hand() -> None:
@@ -80,13 +82,7 @@ def test_customer_windows_by_hand() -> None:
         4: [(3, 30.0), (4, 25.0), (4, 25.0)],
         5: [(1, 50.0), (1, 50.0), (5, 30.0)],
     }
-    for tx, windows in expected.items():
-        for days, (count, mean) in zip((1, 7, 30), windows, strict=True):
-            assert got.at[tx, f"CUSTOMER_ID_NB_TX_{days}DAY_WINDOW"] == count, (tx, days)
-            assert got.at[tx, f"CUSTOMER_ID_AVG_AMOUNT_{days}DAY_WINDOW"] == pytest.approx(mean), (
-                tx,
-                days,
-            )
+    _assert_windows(got, "CUSTOMER_ID", "AVG_AMOUNT", expected)
 
 
 def test_terminal_risk_looks_a_week_back() -> None:
@@ -112,13 +108,7 @@ def test_terminal_risk_looks_a_week_back() -> None:
         6: [(1, 0.0), (2, 0.0), (4, 0.25)],  # 7 days: (07-01 12h, 07-08 12h]: ids 2, 3
         7: [(0, 0.0), (0, 0.0), (0, 0.0)],
     }
-    for tx, windows in expected.items():
-        for days, (count, risk) in zip((1, 7, 30), windows, strict=True):
-            assert got.at[tx, f"TERMINAL_ID_NB_TX_{days}DAY_WINDOW"] == count, (tx, days)
-            assert got.at[tx, f"TERMINAL_ID_RISK_{days}DAY_WINDOW"] == pytest.approx(risk), (
-                tx,
-                days,
-            )
+    _assert_windows(got, "TERMINAL_ID", "RISK", expected)
 
 
 def _random_rows(seed: int, n: int = 3000) -> pd.DataFrame:
@@ -217,14 +207,7 @@ def test_read_transactions_keeps_the_window(tmp_path: Path) -> None:
     everything = pd.read_csv(path, parse_dates=["TX_DATETIME"])
     inside = everything[(everything["TX_DATETIME"] >= since) & (everything["TX_DATETIME"] < until)]
     assert rows["TRANSACTION_ID"].tolist() == inside["TRANSACTION_ID"].tolist()
-    assert list(rows.columns) == [
-        "TRANSACTION_ID",
-        "TX_DATETIME",
-        "CUSTOMER_ID",
-        "TERMINAL_ID",
-        "TX_AMOUNT",
-        "TX_FRAUD",
-    ]
+    assert list(rows.columns) == list(COLUMNS)
 
 
 def test_recipe_on_a_smallhandbook_file(tmp_path: Path) -> None:

@@ -65,3 +65,27 @@ def test_handbook_seeds_simulates_each_seed_and_reports_the_spread(tmp_path: Pat
     values = [r["ours"]["hist_gb"]["average_precision"] for r in runs]
     assert spread["mean"] == pytest.approx(sum(values) / 2)
     assert (spread["min"], spread["max"]) == (min(values), max(values))
+
+
+def test_handbook_prequential_test_averages_the_four_chapter_5_test_weeks(tmp_path: Path) -> None:
+    data = handbook_file(tmp_path / "transactions.csv.gz", days=90)  # to 09-08
+    results = tmp_path / "prequential.json"
+    outcome = CliRunner().invoke(
+        app,
+        ["handbook", "--prequential-test", "--data", str(data), "--models", "hist_gb",
+         "--results", str(results), "--quiet"],
+    )  # fmt: skip
+    assert outcome.exit_code == 0, outcome.output
+    document = json.loads(results.read_text())
+    assert [f["test_start"][:10] for f in document["folds"]] == [
+        "2018-08-08", "2018-08-15", "2018-08-22", "2018-08-29",
+    ]  # fmt: skip
+    ours = document["results"][0]
+    assert len(ours["per_fold"]) == 4
+    assert ours["metrics"]["average_precision"] == pytest.approx(
+        sum(f["average_precision"] for f in ours["per_fold"]) / 4
+    )
+    book = document["book_recipe"]
+    assert len(book["per_fold"]) == 4
+    forest = [fold["random forest"]["card_precision_at_100"] for fold in book["per_fold"]]
+    assert book["mean"]["random forest"]["card_precision_at_100"] == pytest.approx(sum(forest) / 4)
