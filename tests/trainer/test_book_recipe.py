@@ -5,6 +5,7 @@ reproduction of the book's published figures on the shared file."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +53,7 @@ def test_weekend_and_night_flags() -> None:
 
 
 def _assert_windows(
-    got: pd.DataFrame, key: str, second: str, expected: dict[int, list[tuple[float, float]]]
+    got: pd.DataFrame, key: str, second: str, expected: Mapping[int, Sequence[tuple[float, float]]]
 ) -> None:
     """`expected`: per transaction, (NB_TX, `second`) over the 1, 7 and 30-day windows."""
     for tx, windows in expected.items():
