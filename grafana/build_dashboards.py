@@ -494,8 +494,9 @@ MODEL = Dashboard(
 INFRASTRUCTURE = Dashboard(
     uid="fraud-infrastructure",
     title="Fraud infrastructure",
-    description="Scrape targets, Redis (from the Redis exporter and as the scorer sees it), "
-    "Kafka errors, and CPU and memory of each service.",
+    description="Scrape targets, the Kafka broker (replication, controller, request time, "
+    "bytes), Redis (from the Redis exporter and as the scorer sees it), Kafka client errors, "
+    "and CPU and memory of each service.",
     panels=(
         Panel(
             "Targets up",
@@ -506,6 +507,77 @@ INFRASTRUCTURE = Dashboard(
             width=24,
             height=4,
             mappings=(("0", "down", "red"), ("1", "up", "green")),
+        ),
+        Panel(
+            "Kafka active controller",
+            "Brokers that report themselves the active KRaft controller, summed: exactly 1 "
+            "when healthy (alert KafkaNoActiveController at none, or no broker scraped).",
+            (q("sum(kafka_controller_kafkacontroller_activecontrollercount)", "active"),),
+            kind="stat",
+            width=6,
+            height=4,
+            mappings=(("0", "none", "red"), ("1", "active", "green")),
+        ),
+        Panel(
+            "Kafka offline partitions",
+            "Partitions without a leader, as the active controller counts them: nothing can "
+            "be written to or read from them (alert KafkaOfflinePartitions over 0).",
+            (q("sum(kafka_controller_kafkacontroller_offlinepartitionscount)", "offline"),),
+            kind="stat",
+            width=6,
+            height=4,
+            thresholds=((1, "red"),),
+        ),
+        Panel(
+            "Kafka under-replicated partitions",
+            "Partitions with fewer in-sync replicas than replicas, summed over the brokers "
+            "that lead them (alert KafkaUnderReplicatedPartitions over 0 for 5 minutes). "
+            "Always 0 on a single node: every partition has one replica.",
+            (q("sum(kafka_server_replicamanager_underreplicatedpartitions)", "under-replicated"),),
+            kind="stat",
+            width=6,
+            height=4,
+            thresholds=((1, "orange"),),
+        ),
+        Panel(
+            "Kafka ISR shrinks (1 h)",
+            "Times in the last hour a replica dropped out of a partition's in-sync set "
+            "(kafka_server_replicamanager_isrshrinks_total): a follower fell behind or its "
+            "broker went away.",
+            (q("sum(increase(kafka_server_replicamanager_isrshrinks_total[1h]))", "shrinks"),),
+            kind="stat",
+            width=6,
+            height=4,
+            thresholds=((1, "orange"),),
+        ),
+        Panel(
+            "Kafka request time",
+            "Broker time per request from arrival to response sent, p99 and p50, as the "
+            "broker's own percentiles: Produce (the producer, and the scorer's transactional "
+            "writes of scores and alerts) and FetchConsumer (consumer fetches, which include "
+            "the broker's wait for new data up to the consumer's fetch.wait.max.ms: high "
+            "when a consumer is caught up, not a slow broker).",
+            (
+                q(
+                    'max by (request) (kafka_network_requestmetrics_totaltimems{quantile="0.99"})',
+                    "{{request}} p99",
+                ),
+                q(
+                    'max by (request) (kafka_network_requestmetrics_totaltimems{quantile="0.50"})',
+                    "{{request}} p50",
+                ),
+            ),
+            unit="ms",
+        ),
+        Panel(
+            "Kafka bytes in and out",
+            "Bytes per second the broker receives from clients (produce) and sends to "
+            "clients (fetch), every topic together.",
+            (
+                q(f"sum(rate(kafka_server_brokertopicmetrics_bytesin_total[{RATE}]))", "in"),
+                q(f"sum(rate(kafka_server_brokertopicmetrics_bytesout_total[{RATE}]))", "out"),
+            ),
+            unit="Bps",
         ),
         Panel(
             "Redis commands per second",
@@ -597,7 +669,7 @@ INFRASTRUCTURE = Dashboard(
         Panel(
             "CPU by service",
             "CPU used per process (1 = one full core), from each service's "
-            "process_cpu_seconds_total.",
+            "process_cpu_seconds_total (the Kafka broker's from its JMX exporter agent).",
             (
                 q(
                     f"sum by (job, instance) (rate(process_cpu_seconds_total[{RATE}]))",
@@ -608,7 +680,8 @@ INFRASTRUCTURE = Dashboard(
         ),
         Panel(
             "Memory by service",
-            "Resident memory per process (process_resident_memory_bytes).",
+            "Resident memory per process (process_resident_memory_bytes; the Kafka broker's "
+            "from its JMX exporter agent).",
             (q("sum by (job, instance) (process_resident_memory_bytes)", "{{job}} {{instance}}"),),
             unit="bytes",
         ),

@@ -123,14 +123,16 @@ def logs(
 
 @app.command()
 def fetch() -> None:
-    """Download Kafka's jars into .cache (once; later runs are a no-op)."""
+    """Download Kafka's jars and the JMX exporter agent into .cache (once; later runs
+    are a no-op)."""
     setup_logging("launcher")
     try:
         libs = kafka.fetch_jars()
+        agent = kafka.fetch_jmx_agent()
     except RuntimeError as exc:
         errors.print(f"[red]fetch failed:[/red] {exc}")
         raise typer.Exit(1) from None
-    logger.info("kafka jars in %s", libs)
+    logger.info("kafka jars in %s, jmx exporter agent %s", libs, agent)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""A single-node KRaft Kafka broker from Apache's jars on Maven Central."""
+"""A single-node KRaft Kafka broker from Apache's jars on Maven Central, with the
+Prometheus JMX exporter as a Java agent serving its metrics."""
 
 from __future__ import annotations
 
@@ -11,14 +12,19 @@ import uuid
 from pathlib import Path
 
 from fraudcore.logs import kv
+from fraudcore.settings import REPO_ROOT
 from launcher.layout import CACHE_DIR
 
 logger = logging.getLogger(__name__)
 
 KAFKA_VERSION = "4.1.1"
+# The newest version that resolves from Maven Central here (1.1.0 to 1.5.0 do not).
+JMX_EXPORTER_VERSION = "1.0.1"
 HERE = Path(__file__).resolve().parent
 POM = HERE / "kafka-pom.xml"
 LOG4J_CONFIG = HERE / "kafka-log4j2.properties"
+# Which MBeans the agent reads and their Prometheus names; docker-compose.yml mounts it too.
+JMX_EXPORTER_CONFIG = REPO_ROOT / "prometheus" / "kafka-jmx-exporter.yml"
 FETCH_TIMEOUT_S = 900
 FORMAT_TIMEOUT_S = 120
 HEAP = "-Xmx512m"
@@ -28,39 +34,61 @@ def libs_dir(version: str = KAFKA_VERSION) -> Path:
     return CACHE_DIR / f"kafka-{version}" / "libs"
 
 
-def fetch_jars(version: str = KAFKA_VERSION) -> Path:
-    """Resolve the broker's jars into .cache once; later calls only check a marker."""
-    libs = libs_dir(version)
-    done = libs / ".complete"
-    if done.exists():
-        return libs
+def jmx_agent_jar(version: str = JMX_EXPORTER_VERSION) -> Path:
+    return CACHE_DIR / f"jmx-exporter-{version}" / f"jmx_prometheus_javaagent-{version}.jar"
+
+
+def _maven(goal_args: list[str], what: str) -> None:
     if shutil.which("mvn") is None:
         raise RuntimeError("mvn not found: install Maven (make install does)")
-    staging = libs.with_name("libs.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    logger.info("fetching kafka jars from Maven Central %s", kv(version=version, into=libs))
-    started = time.monotonic()
     result = subprocess.run(
-        [
-            "mvn", "-q", "-B", "-f", str(POM),
-            f"-Dmaven.repo.local={CACHE_DIR / 'm2'}",
-            f"-Dkafka.version={version}",
-            "-DincludeScope=runtime",
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={staging}",
-        ],
+        ["mvn", "-q", "-B", "-f", str(POM), f"-Dmaven.repo.local={CACHE_DIR / 'm2'}", *goal_args],
         capture_output=True, text=True, timeout=FETCH_TIMEOUT_S,
     )  # fmt: skip
     if result.returncode != 0:
-        raise RuntimeError(f"maven could not fetch kafka {version}:\n{result.stdout[-3000:]}")
-    shutil.rmtree(libs, ignore_errors=True)
-    staging.replace(libs)
+        raise RuntimeError(f"maven could not fetch {what}:\n{result.stdout[-3000:]}")
+
+
+def _fetch_once(folder: Path, what: str, goal_args: list[str]) -> Path:
+    """Maven copies into a staging folder that replaces `folder` only when complete;
+    later calls only check the marker."""
+    done = folder / ".complete"
+    if done.exists():
+        return folder
+    staging = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    logger.info("fetching %s from Maven Central %s", what, kv(into=folder))
+    started = time.monotonic()
+    _maven([*goal_args, f"-DoutputDirectory={staging}"], what)
+    shutil.rmtree(folder, ignore_errors=True)
+    staging.replace(folder)
     done.touch()
     logger.info(
-        "kafka jars ready %s",
-        kv(jars=len(list(libs.glob("*.jar"))), took_s=f"{time.monotonic() - started:.0f}"),
+        "%s ready %s",
+        what,
+        kv(jars=len(list(folder.glob("*.jar"))), took_s=f"{time.monotonic() - started:.0f}"),
     )
-    return libs
+    return folder
+
+
+def fetch_jars(version: str = KAFKA_VERSION) -> Path:
+    """Resolve the broker's jars into .cache once."""
+    return _fetch_once(
+        libs_dir(version),
+        f"kafka {version} jars",
+        [f"-Dkafka.version={version}", "-DincludeScope=runtime", "dependency:copy-dependencies"],
+    )
+
+
+def fetch_jmx_agent(version: str = JMX_EXPORTER_VERSION) -> Path:
+    """The JMX exporter's agent jar into .cache once. Apart from the broker's libs: an
+    agent is loaded by -javaagent, not from the classpath."""
+    jar = jmx_agent_jar(version)
+    artifact = f"io.prometheus.jmx:jmx_prometheus_javaagent:{version}"
+    _fetch_once(
+        jar.parent, f"jmx exporter {version}", ["dependency:copy", f"-Dartifact={artifact}"]
+    )
+    return jar
 
 
 def broker_properties(port: int, controller_port: int, host: str = "localhost") -> dict[str, str]:
@@ -124,9 +152,14 @@ def format_storage(libs: Path, config: Path, data_dir: Path) -> None:
     logger.info("kafka storage formatted %s", kv(dir=data_dir, cluster_id=cluster_id))
 
 
-def broker_argv(libs: Path, config: Path) -> list[str]:
+def jmx_agent_option(jar: Path, port: int, host: str = "127.0.0.1") -> str:
+    """-javaagent for the exporter: its HTTP server on host:port serves /metrics."""
+    return f"-javaagent:{jar}={host}:{port}:{JMX_EXPORTER_CONFIG}"
+
+
+def broker_argv(libs: Path, config: Path, agent: str) -> list[str]:
     return [
         "java", HEAP, "-Djava.awt.headless=true",
-        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}",
+        f"-Dlog4j2.configurationFile={LOG4J_CONFIG}", agent,
         "-cp", _classpath(libs), "kafka.Kafka", str(config),
     ]  # fmt: skip

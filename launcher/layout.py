@@ -22,6 +22,7 @@ CACHE_DIR = REPO_ROOT / ".cache"
 class LauncherSettings(TopicSettings):
     kafka_bootstrap_servers: str
     kafka_controller_port: int
+    kafka_metrics_port: int
     redis_url: str
     mlflow_port: int
     prometheus_port: int
@@ -33,6 +34,7 @@ class LauncherSettings(TopicSettings):
     trainer_metrics_port: int
     test_kafka_port: int
     test_kafka_controller_port: int
+    test_kafka_metrics_port: int
     test_redis_port: int
     test_mlflow_port: int
     test_prometheus_port: int
@@ -47,6 +49,8 @@ class Layout:
     run_dir: Path
     kafka_port: int
     kafka_controller_port: int
+    # The broker's JMX exporter agent: /metrics for Prometheus.
+    kafka_metrics_port: int
     redis_port: int
     mlflow_port: int
     prometheus_port: int
@@ -64,6 +68,10 @@ class Layout:
     @property
     def kafka_bootstrap(self) -> str:
         return f"localhost:{self.kafka_port}"
+
+    @property
+    def kafka_metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.kafka_metrics_port}/metrics"
 
     @property
     def redis_url(self) -> str:
@@ -90,12 +98,14 @@ def layout_for(profile: Profile, settings: LauncherSettings | None = None) -> La
     app_ports = {app.name: getattr(s, app.port_setting) for app in APPS}
     if profile == "test":
         kafka, controller = s.test_kafka_port, s.test_kafka_controller_port
+        kafka_metrics = s.test_kafka_metrics_port
         redis, mlflow, prometheus = s.test_redis_port, s.test_mlflow_port, s.test_prometheus_port
         exporter = s.test_redis_exporter_port
     else:
         first_broker = s.kafka_bootstrap_servers.split(",")[0]
         kafka = _port_of(first_broker, "KAFKA_BOOTSTRAP_SERVERS")
         controller = s.kafka_controller_port
+        kafka_metrics = s.kafka_metrics_port
         redis, mlflow = _port_of(s.redis_url, "REDIS_URL"), s.mlflow_port
         prometheus = s.prometheus_port
         exporter = s.redis_exporter_port
@@ -104,6 +114,7 @@ def layout_for(profile: Profile, settings: LauncherSettings | None = None) -> La
         run_dir=RUN_ROOT / profile,
         kafka_port=kafka,
         kafka_controller_port=controller,
+        kafka_metrics_port=kafka_metrics,
         redis_port=redis,
         mlflow_port=mlflow,
         prometheus_port=prometheus,

@@ -24,6 +24,7 @@ def local_config(layout: Layout, source: Path = SOURCE) -> dict[str, Any]:
     ports = {
         **layout.app_ports,
         "prometheus": layout.prometheus_port,
+        "kafka": layout.kafka_metrics_port,
         "redis-exporter": layout.redis_exporter_port,
     }
     for job in config.get("scrape_configs", []):

@@ -53,9 +53,12 @@ def _kafka(layout: Layout) -> Service:
     home = layout.run_dir / "kafka"
     config, data = home / "server.properties", home / "data"
     libs = kafka.libs_dir()
+    agent = kafka.jmx_agent_option(kafka.jmx_agent_jar(), layout.kafka_metrics_port)
+    metrics = layout.kafka_metrics_url
 
     def prepare() -> None:
         kafka.fetch_jars()
+        kafka.fetch_jmx_agent()
         properties = kafka.broker_properties(layout.kafka_port, layout.kafka_controller_port)
         kafka.write_server_properties(config, {**properties, "log.dirs": str(data)})
         kafka.format_storage(libs, config, data)
@@ -68,17 +71,22 @@ def _kafka(layout: Layout) -> Service:
         created = ensure_topics(admin, specs)
         logger.info("stack topics ready %s", kv(topics=len(specs), created=len(created)))
 
+    def healthy() -> bool:
+        # Its metrics too: without them the broker panels are empty and
+        # KafkaNoActiveController fires.
+        return probes.kafka_ok(layout.kafka_bootstrap) and probes.http_ok(metrics)
+
     return Service(
         name="kafka",
-        ports=(layout.kafka_port, layout.kafka_controller_port),
-        argv=tuple(kafka.broker_argv(libs, config)),
+        ports=(layout.kafka_port, layout.kafka_controller_port, layout.kafka_metrics_port),
+        argv=tuple(kafka.broker_argv(libs, config, agent)),
         fingerprint=("kafka.Kafka", str(config)),
-        probe=partial(probes.kafka_ok, layout.kafka_bootstrap),
+        probe=healthy,
         timeout_s=120,
         data_dir=home,
         prepare=prepare,
         on_healthy=create_topics,
-        health=f"kafka metadata at {layout.kafka_bootstrap}",
+        health=f"kafka metadata at {layout.kafka_bootstrap}, GET {metrics}",
     )
 
 

@@ -220,7 +220,7 @@ def listening_ports(name: str) -> set[int]:
             urlsplit(listener).port or 0
             for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
             if urlsplit(listener).hostname == "kafka"
-        }
+        } | {agent.port for agent in java_agents(env.get("KAFKA_OPTS", ""))}
     if name == "mlflow":
         df = dockerfile_of(svc)
         assert df is not None
@@ -235,6 +235,25 @@ def listening_ports(name: str) -> set[int]:
         return {defaults[name]}
     app = next(a for a in APPS if a.name == name)
     return {int(env[app.port_setting.upper()])}
+
+
+@dataclass(frozen=True)
+class JavaAgent:
+    """-javaagent:<jar>=[<host>:]<port>:<config>, as the JMX exporter agent reads it."""
+
+    jar: str
+    port: int
+    config: str
+
+
+JAVA_AGENT = re.compile(r"-javaagent:(?P<jar>[^=\s]+)=(?:[^:\s]+:)?(?P<port>\d+):(?P<config>\S+)")
+
+
+def java_agents(jvm_options: str) -> list[JavaAgent]:
+    return [
+        JavaAgent(m.group("jar"), int(m.group("port")), m.group("config"))
+        for m in JAVA_AGENT.finditer(jvm_options)
+    ]
 
 
 def assert_reaches_a_service(address: str, what: str) -> None:

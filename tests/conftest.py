@@ -2,7 +2,8 @@
 
 Where the stack comes from, in order:
 1. an external stack, when FRAUD_TEST_KAFKA_BOOTSTRAP / FRAUD_TEST_REDIS_URL /
-   FRAUD_TEST_MLFLOW_URI (and optionally FRAUD_TEST_PROMETHEUS_URL) point at one;
+   FRAUD_TEST_MLFLOW_URI (and optionally FRAUD_TEST_PROMETHEUS_URL and
+   FRAUD_TEST_KAFKA_METRICS) point at one;
 2. testcontainers, when a Docker engine answers;
 3. the local launcher (real processes on the TEST_* ports of .env, in .run/test).
 

@@ -66,6 +66,7 @@ def free_layout(profile: str, run_dir: Path) -> Layout:
         run_dir=run_dir,
         kafka_port=free_port(),
         kafka_controller_port=free_port(),
+        kafka_metrics_port=free_port(),
         redis_port=free_port(),
         mlflow_port=free_port(),
         prometheus_port=free_port(),

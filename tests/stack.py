@@ -1,7 +1,8 @@
 """Where the test stack comes from (see conftest.py).
 
 1. external: FRAUD_TEST_KAFKA_BOOTSTRAP, FRAUD_TEST_REDIS_URL, FRAUD_TEST_MLFLOW_URI
-   (and optionally FRAUD_TEST_PROMETHEUS_URL) name a running stack;
+   (and optionally FRAUD_TEST_PROMETHEUS_URL, and FRAUD_TEST_KAFKA_METRICS: host:port of
+   the broker's JMX exporter, which the observability test needs) name a running stack;
 2. testcontainers, when a Docker engine answers;
 3. the local launcher (profile `test`): real processes on the TEST_* ports of .env, run
    folder .run/test; what this pytest run started is stopped at its end, and a stack that
@@ -22,7 +23,13 @@ from dataclasses import dataclass
 from functools import partial
 
 from launcher import probes
-from launcher.kafka import KAFKA_VERSION, broker_properties, new_cluster_id
+from launcher.kafka import (
+    JMX_EXPORTER_CONFIG,
+    KAFKA_VERSION,
+    broker_properties,
+    fetch_jmx_agent,
+    new_cluster_id,
+)
 from launcher.layout import layout_for
 from launcher.runner import Launcher
 from launcher.services import INFRA
@@ -39,6 +46,8 @@ class TestStack:
     redis_url: str
     mlflow_uri: str
     prometheus_url: str | None = None
+    # host:port where the broker's JMX exporter agent serves /metrics; None: unknown.
+    kafka_metrics: str | None = None
     source: str = "external"
 
 
@@ -86,6 +95,7 @@ def _external() -> Iterator[TestStack]:
         redis_url=os.environ["FRAUD_TEST_REDIS_URL"],
         mlflow_uri=os.environ["FRAUD_TEST_MLFLOW_URI"],
         prometheus_url=os.environ.get("FRAUD_TEST_PROMETHEUS_URL"),
+        kafka_metrics=os.environ.get("FRAUD_TEST_KAFKA_METRICS"),
     )
 
 
@@ -106,6 +116,7 @@ def _launched() -> Iterator[TestStack]:
             redis_url=layout.redis_url,
             mlflow_uri=layout.mlflow_uri,
             prometheus_url=layout.prometheus_url,
+            kafka_metrics=f"127.0.0.1:{layout.kafka_metrics_port}",
             source="launcher",
         )
     finally:
@@ -141,11 +152,21 @@ def _containers() -> Iterator[TestStack]:
         "listeners": "PLAINTEXT://0.0.0.0:9092,CONTROLLER://localhost:9093",
         "advertised.listeners": f"PLAINTEXT://localhost:{kafka_port}",
     }
-    kafka = DockerContainer(f"apache/kafka:{KAFKA_VERSION}").with_bind_ports(9092, kafka_port)
-    # The apache/kafka image turns KAFKA_FOO_BAR into foo.bar in its server.properties.
+    kafka = (
+        DockerContainer(f"apache/kafka:{KAFKA_VERSION}")
+        .with_bind_ports(9092, kafka_port)
+        .with_exposed_ports(9404)
+        .with_volume_mapping(fetch_jmx_agent(), "/opt/jmx-exporter/agent.jar")
+        .with_volume_mapping(JMX_EXPORTER_CONFIG, "/etc/jmx-exporter/kafka.yml")
+    )
+    # The apache/kafka image turns KAFKA_FOO_BAR into foo.bar in its server.properties
+    # (KAFKA_OPTS excepted: it goes to the JVM, here the launcher's JMX exporter agent).
     for key, value in broker.items():
         kafka.with_env("KAFKA_" + key.upper().replace(".", "_"), value)
     kafka.with_env("CLUSTER_ID", new_cluster_id())
+    kafka.with_env(
+        "KAFKA_OPTS", "-javaagent:/opt/jmx-exporter/agent.jar=9404:/etc/jmx-exporter/kafka.yml"
+    )
     redis = DockerContainer("redis:7").with_exposed_ports(6379)
     tracking = (
         DockerContainer(f"ghcr.io/mlflow/mlflow:v{mlflow.__version__}")
@@ -161,10 +182,12 @@ def _containers() -> Iterator[TestStack]:
             kafka_bootstrap=f"localhost:{kafka_port}",
             redis_url=f"redis://{host}:{redis.get_exposed_port(6379)}/0",
             mlflow_uri=f"http://{host}:{tracking.get_exposed_port(5000)}",
+            kafka_metrics=f"{kafka.get_container_host_ip()}:{kafka.get_exposed_port(9404)}",
             source="testcontainers",
         )
         for what, probe in (
             ("kafka container", partial(probes.kafka_ok, stack.kafka_bootstrap)),
+            ("kafka metrics", partial(probes.http_ok, f"http://{stack.kafka_metrics}/metrics")),
             ("redis container", partial(probes.redis_ok, stack.redis_url)),
             ("mlflow container", partial(probes.http_ok, f"{stack.mlflow_uri}/health")),
         ):

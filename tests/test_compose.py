@@ -9,6 +9,7 @@ compose path cannot drift from the local one unnoticed.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import importlib.util
 import os
@@ -25,6 +26,7 @@ from pydantic_settings import BaseSettings
 
 from fraudcore.settings import TopicSettings
 from fraudcore.topics import stack_topics
+from launcher import kafka
 from launcher.apps import APPS, BOOTSTRAP, WORLD, WORLD_CARDS
 from tests.compose_files import (
     COMPOSE_FILE,
@@ -42,6 +44,7 @@ from tests.compose_files import (
     environment,
     has_healthcheck,
     image_healthcheck,
+    java_agents,
     listening_ports,
     long_running,
     memory_limit,
@@ -133,8 +136,9 @@ def test_published_ports_come_from_env_and_reach_the_service() -> None:
             assert var not in seen, f"{var} published by both {seen.get(var)} and {name}"
             seen[var] = name
             if name == "kafka":
-                listeners = environment(services()["kafka"])["KAFKA_LISTENERS"]
-                assert f"EXTERNAL://:{container}" in listeners
+                env = environment(services()["kafka"])
+                agents = {agent.port for agent in java_agents(env["KAFKA_OPTS"])}
+                assert f"EXTERNAL://:{container}" in env["KAFKA_LISTENERS"] or container in agents
             else:
                 assert container in listening_ports(name), f"{name}: nothing on {container}"
 
@@ -146,6 +150,21 @@ def test_kafka_and_redis_host_ports_agree_with_the_env_addresses() -> None:
     assert urlsplit(ENV["REDIS_URL"]).port == int(ENV["REDIS_PORT"])
     advertised = environment(services()["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
     assert f"EXTERNAL://localhost:{ENV['KAFKA_PORT']}" in advertised.split(",")
+
+
+def test_kafka_loads_the_launchers_jmx_exporter_agent() -> None:
+    """The same agent jar, verified, and the same exporter config as the launcher's broker."""
+    (agent,) = java_agents(environment(services()["kafka"])["KAFKA_OPTS"])
+    jar = kafka.fetch_jmx_agent()  # make install has it; the compose file pins its digest
+    assert Path(agent.jar).name == jar.name
+    provider = services()["kafka-jmx-agent"]
+    (volume,) = [v for v in provider["volumes"] if v.split(":")[1] == str(Path(agent.jar).parent)]
+    assert f"{volume}:ro" in services()["kafka"]["volumes"]
+    script = provider["command"][0]
+    assert hashlib.sha256(jar.read_bytes()).hexdigest() in script
+    assert f"/{kafka.JMX_EXPORTER_VERSION}/{jar.name}" in script
+    mounted = {target: source for name, source, target in bind_mounts() if name == "kafka"}
+    assert mounted[agent.config] == kafka.JMX_EXPORTER_CONFIG
 
 
 def test_service_addresses_point_at_compose_services() -> None:

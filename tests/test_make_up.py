@@ -70,7 +70,7 @@ class UpStack:
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
     run_dir = tmp_path_factory.mktemp("make-up")
     ports = {name: free_port() for name in (
-        "kafka", "controller", "redis", "mlflow", "prometheus", "exporter",
+        "kafka", "controller", "kafka_metrics", "redis", "mlflow", "prometheus", "exporter",
         "producer", "scorer", "alerting", "retrainer",
     )}  # fmt: skip
     # What .env says for `make up`, on free ports: the launcher and the apps it starts
@@ -78,6 +78,7 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpStack]:
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": f"localhost:{ports['kafka']}",
         "KAFKA_CONTROLLER_PORT": str(ports["controller"]),
+        "KAFKA_METRICS_PORT": str(ports["kafka_metrics"]),
         "REDIS_URL": f"redis://localhost:{ports['redis']}/0",
         "MLFLOW_PORT": str(ports["mlflow"]),
         "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",

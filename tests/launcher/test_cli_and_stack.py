@@ -16,6 +16,10 @@ def test_session_stack_services_answer(stack: TestStack) -> None:
     if stack.source == "launcher":
         assert stack.prometheus_url is not None
         assert probes.http_ok(f"{stack.prometheus_url}/-/ready"), stack
+    if stack.source != "external":
+        assert stack.kafka_metrics is not None
+    if stack.kafka_metrics is not None:
+        assert probes.http_ok(f"http://{stack.kafka_metrics}/metrics"), stack
 
 
 def test_cli_help_lists_the_commands() -> None:

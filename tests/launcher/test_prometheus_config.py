@@ -33,6 +33,7 @@ def test_rendered_config_targets_every_service_on_localhost(
 
     expected = {app.name: [f"localhost:{layout.app_ports[app.name]}"] for app in APPS}
     expected["prometheus"] = [f"localhost:{layout.prometheus_port}"]
+    expected["kafka"] = [f"localhost:{layout.kafka_metrics_port}"]
     expected["redis-exporter"] = [f"localhost:{layout.redis_exporter_port}"]
     assert rendered == expected
 

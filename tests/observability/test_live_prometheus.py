@@ -14,6 +14,8 @@ unique topics and a model registered for this module):
   deliveries, retries, final failures and suppression all happen); one analyst verdict is
   posted through its API, which the scorer then folds as a label;
 - Debian's `prometheus-redis-exporter` on the test Redis;
+- the test stack's Kafka broker itself, through the JMX exporter agent it runs with
+  (launcher/kafka.py; job kafka);
 - Debian's `prometheus` with the committed prometheus.yml (jobs, rule files) whose targets
   are replaced by those processes, scraping and evaluating rules every second.
 
@@ -135,6 +137,15 @@ ALERT_SIGNALS: dict[str, tuple[str, ...]] = {
     ),
     "RetrainFailing": ("max by (job, instance) (trainer_last_run_failed)",),
     "RetrainOverdue": ("trainer_next_run_timestamp_seconds", "trainer_retrain_interval_seconds"),
+    "KafkaUnderReplicatedPartitions": (
+        "sum by (job, instance) (kafka_server_replicamanager_underreplicatedpartitions)",
+    ),
+    "KafkaOfflinePartitions": (
+        "sum by (job) (kafka_controller_kafkacontroller_offlinepartitionscount)",
+    ),
+    "KafkaNoActiveController": (
+        "sum by (job) (kafka_controller_kafkacontroller_activecontrollercount)",
+    ),
     "AlertingInvalidAlerts": (
         'sum by (job, reason) (increase(alerting_alerts_dead_lettered_total{reason!="delivery_failed"}[10m]))',
     ),
@@ -259,6 +270,10 @@ def live(
     stack: TestStack, kafka_config: dict[str, str], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Live]:
     workdir = tmp_path_factory.mktemp("observability")
+    assert stack.kafka_metrics is not None, (
+        "the test broker's metrics address is unknown: an external stack names it in "
+        "FRAUD_TEST_KAFKA_METRICS (host:port of its JMX exporter agent)"
+    )
     exporter = lv.require_binary("prometheus-redis-exporter")
     prometheus = lv.require_binary("prometheus")
     topics = _create_topics(kafka_config)
@@ -316,6 +331,7 @@ def live(
         config = lv.prometheus_config(
             {
                 "prometheus": f"127.0.0.1:{ports['prometheus']}",
+                "kafka": stack.kafka_metrics,
                 "scorer": f"127.0.0.1:{state.scorer.port}",
                 "alerting": f"127.0.0.1:{ports['alerting']}",
                 "producer": f"127.0.0.1:{ports['producer']}",
@@ -395,9 +411,25 @@ def _wait_for_data(
 
 def test_every_target_is_scraped(live: Live) -> None:
     targets = live.api("/api/v1/targets")["activeTargets"]
-    assert {t["labels"]["job"] for t in targets} >= {"scorer", "alerting", "producer", "retrainer"}
+    jobs = {t["labels"]["job"] for t in targets}
+    assert jobs >= {"kafka", "scorer", "alerting", "producer", "retrainer"}
     down = {t["labels"]["job"]: t["lastError"] for t in targets if t["health"] != "up"}
     assert not down, down
+
+
+def test_broker_reports_a_healthy_single_node(live: Live) -> None:
+    """The test broker's own metrics as Prometheus scraped them: one active controller,
+    every partition online and fully replicated, and the producer's bytes coming in."""
+    broker = '{job="kafka"}'
+    assert live.query(f"kafka_controller_kafkacontroller_activecontrollercount{broker}") == [1]
+    assert live.query(f"kafka_controller_kafkacontroller_offlinepartitionscount{broker}") == [0]
+    assert live.query(f"kafka_server_replicamanager_underreplicatedpartitions{broker}") == [0]
+    (bytes_in,) = live.query(f"rate(kafka_server_brokertopicmetrics_bytesin_total{broker}[30s])")
+    assert bytes_in > 0
+    produce_p99 = (
+        'kafka_network_requestmetrics_totaltimems{job="kafka",request="Produce",quantile="0.99"}'
+    )
+    assert len(live.query(produce_p99)) == 1
 
 
 def test_every_rule_is_loaded_and_healthy(live: Live) -> None:
