@@ -65,13 +65,20 @@ def book_holdout(train_days: int = 7) -> Holdout:
     )
 
 
-def book_validation_holdouts(train_days: int = 7) -> list[Holdout]:
-    """Two earlier folds of the same shape (7 train, 7 delay, 7 test days) that end before
-    the book's test period starts: where hyperparameters are chosen. They read nothing from
-    2018-08-01 on (their last test day is 07-31)."""
+def book_prequential_holdouts(
+    latest_train_start: str, folds: int = 4, train_days: int = 7
+) -> list[Holdout]:
+    """The prequential folds of the book's Chapter 5: fold k trains on the 7 days from
+    `latest_train_start` - 7k days, skips 7 delay days and tests on the next 7, cards known
+    compromised from its own training start. The book's test folds start training on
+    2018-08-15 (test weeks from 08-08 to 08-29), its validation folds on 07-11 (test weeks
+    from 07-04 to 07-25, so nothing from 08-01 on is read); earliest first here.
+
+    train_days > 7 starts each fold's training earlier (same end, gap and test rows)."""
+    latest = parse_utc(latest_train_start)
     out = []
-    for start in ("2018-07-04", "2018-07-11"):
-        t = parse_utc(start)
+    for k in reversed(range(folds)):
+        t = latest - 7 * k * DAY_S
         out.append(
             Holdout(
                 t - (train_days - 7) * DAY_S,
@@ -81,20 +88,6 @@ def book_validation_holdouts(train_days: int = 7) -> list[Holdout]:
                 known_from=t,
             )
         )
-    return out
-
-
-def book_prequential_holdouts(latest_train_start: str, folds: int = 4) -> list[Holdout]:
-    """The prequential folds of the book's Chapter 5: fold k trains on the 7 days from
-    `latest_train_start` - 7k days, skips 7 delay days and tests on the next 7, cards known
-    compromised from its own training start. The book's test folds start training on
-    2018-08-15 (test weeks from 08-08 to 08-29), its validation folds on 07-11 (test weeks
-    from 07-04 to 07-25); earliest first here."""
-    latest = parse_utc(latest_train_start)
-    out = []
-    for k in reversed(range(folds)):
-        t = latest - 7 * k * DAY_S
-        out.append(Holdout(t, t + 7 * DAY_S, t + 14 * DAY_S, t + 21 * DAY_S, known_from=t))
     return out
 
 
