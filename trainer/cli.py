@@ -70,6 +70,17 @@ def _given(**options: Any) -> dict[str, Any]:
     return {k: v for k, v in options.items() if v is not None}
 
 
+# HistGradientBoosting settings a command can override (None: ModelConfig's default).
+MaxIterOpt = Annotated[int | None, typer.Option(help="HistGradientBoosting iterations.")]
+LearningRateOpt = Annotated[float | None, typer.Option(help="HistGradientBoosting rate.")]
+MaxLeafNodesOpt = Annotated[int | None, typer.Option(help="HistGradientBoosting leaves.")]
+MinSamplesLeafOpt = Annotated[int | None, typer.Option(help="HGB min samples per leaf.")]
+ClassWeightOpt = Annotated[
+    str | None, typer.Option(help="HGB class weight: balanced, none or a fraud weight.")
+]
+MaxFeaturesOpt = Annotated[float | None, typer.Option(help="HGB share of features per split.")]
+
+
 def _settings(**overrides: Any) -> TrainerSettings:
     return load_settings(TrainerSettings, **_given(**overrides))
 
@@ -120,16 +131,12 @@ def train(
     results: Annotated[Path | None, typer.Option(help="Also write the figures as JSON.")] = None,
     trees: Annotated[int | None, typer.Option(help="IsolationForest trees.")] = None,
     max_samples: Annotated[int | None, typer.Option(help="IsolationForest max_samples.")] = None,
-    max_iter: Annotated[int | None, typer.Option(help="HistGradientBoosting iterations.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="HistGradientBoosting rate.")] = None,
-    max_leaf_nodes: Annotated[int | None, typer.Option(help="HistGradientBoosting leaves.")] = None,
-    min_samples_leaf: Annotated[int | None, typer.Option(help="HGB min samples per leaf.")] = None,
-    class_weight: Annotated[
-        str | None, typer.Option(help="HGB class weight: balanced, none or a fraud weight.")
-    ] = None,
-    max_features: Annotated[
-        float | None, typer.Option(help="HGB share of features per split.")
-    ] = None,
+    max_iter: MaxIterOpt = None,
+    learning_rate: LearningRateOpt = None,
+    max_leaf_nodes: MaxLeafNodesOpt = None,
+    min_samples_leaf: MinSamplesLeafOpt = None,
+    class_weight: ClassWeightOpt = None,
+    max_features: MaxFeaturesOpt = None,
     quiet: QuietOpt = False,
 ) -> None:
     """Build features (Kafka topics or a file), train, evaluate on a time holdout, register."""
@@ -225,16 +232,12 @@ def handbook(
         str, typer.Option(help="Comma-separated model kinds to fit on the same features.")
     ] = "isolation_forest,hist_gb,ensemble",
     seed: SeedOpt = None,
-    max_iter: Annotated[int | None, typer.Option(help="HistGradientBoosting iterations.")] = None,
-    learning_rate: Annotated[float | None, typer.Option(help="HistGradientBoosting rate.")] = None,
-    max_leaf_nodes: Annotated[int | None, typer.Option(help="HistGradientBoosting leaves.")] = None,
-    min_samples_leaf: Annotated[int | None, typer.Option(help="HGB min samples per leaf.")] = None,
-    class_weight: Annotated[
-        str | None, typer.Option(help="HGB class weight: balanced, none or a fraud weight.")
-    ] = None,
-    max_features: Annotated[
-        float | None, typer.Option(help="HGB share of features per split.")
-    ] = None,
+    max_iter: MaxIterOpt = None,
+    learning_rate: LearningRateOpt = None,
+    max_leaf_nodes: MaxLeafNodesOpt = None,
+    min_samples_leaf: MinSamplesLeafOpt = None,
+    class_weight: ClassWeightOpt = None,
+    max_features: MaxFeaturesOpt = None,
     results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
         REPO_ROOT / ".run" / "trainer" / "handbook.json"
     ),
@@ -369,6 +372,12 @@ def handbook_seeds(
     terminals: Annotated[int, typer.Option(min=1)] = World.terminals,
     train_days: Annotated[int, typer.Option(min=7)] = 7,
     seed: SeedOpt = None,
+    max_iter: MaxIterOpt = None,
+    learning_rate: LearningRateOpt = None,
+    max_leaf_nodes: MaxLeafNodesOpt = None,
+    min_samples_leaf: MinSamplesLeafOpt = None,
+    class_weight: ClassWeightOpt = None,
+    max_features: MaxFeaturesOpt = None,
     results: Annotated[Path, typer.Option(help="Where the JSON of the figures goes.")] = (
         REPO_ROOT / ".run" / "trainer" / "handbook-seeds.json"
     ),
@@ -380,7 +389,8 @@ def handbook_seeds(
 
     setup_logging("trainer")
     settings = _settings()
-    configs = [_config(settings, k, seed, None, {}) for k in _kinds(models)]
+    tuning = _tuning(locals())
+    configs = [_config(settings, k, seed, None, tuning) for k in _kinds(models)]
     world = World(customers=customers, terminals=terminals)
     started = time.perf_counter()
     bars = Bars(enabled=not quiet)
@@ -419,6 +429,7 @@ def handbook_seeds(
         "command": "python -m trainer " + " ".join(sys.argv[1:]),
         "machine": f"{os.cpu_count()} cores, load average at the end {os.getloadavg()[0]:.1f}",
         "total_seconds": round(time.perf_counter() - started, 1),
+        "configs": [c.params() for c in configs],
         "runs": [r.as_json() for r in runs],
         "spread_over_seeds": spread,
     }

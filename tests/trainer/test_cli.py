@@ -48,10 +48,11 @@ def test_handbook_seeds_simulates_each_seed_and_reports_the_spread(tmp_path: Pat
     results = tmp_path / "seeds.json"
     arguments = ["handbook-seeds", "--seeds", "100,101", "--no-shared", "--models", "hist_gb",
                  "--customers", "300", "--terminals", "600", "--folder", str(tmp_path / "data"),
-                 "--results", str(results), "--quiet"]  # fmt: skip
+                 "--class-weight", "30", "--results", str(results), "--quiet"]  # fmt: skip
     outcome = CliRunner().invoke(app, arguments)
     assert outcome.exit_code == 0, outcome.output
     document = json.loads(results.read_text())
+    assert [c["hgb_class_weight"] for c in document["configs"]] == ["30"]
     runs = document["runs"]
     assert [r["label"] for r in runs] == ["seed 100", "seed 101"]
     assert len({Path(r["path"]).name for r in runs}) == 2
