@@ -24,8 +24,13 @@ SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 ENGINE := command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1
 # Extra arguments, e.g. make up ARGS="--services kafka,redis", make test ARGS="-x tests/launcher"
 ARGS ?=
+# The compose services of the cluster profile (docker-compose.yml, profile "cluster"):
+# `up` names them so the single-node stack is not started beside them.
+CLUSTER_SERVICES := kafka-1 kafka-2 kafka-3 redis-node-1 redis-node-2 redis-node-3 \
+	redis-node-4 redis-node-5 redis-node-6 redis-cluster producer-cluster alerting-cluster retrainer-cluster
 
-.PHONY: help install system-packages up down status logs test lint clean bench e2e
+.PHONY: help install system-packages up down status logs test lint clean bench e2e \
+	up-cluster down-cluster test-cluster
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -63,8 +68,21 @@ status: ## Table of the services: pid, port, health
 logs: ## The end of each service's log
 	@if $(ENGINE); then docker compose logs --tail 50; else $(PY) -m launcher logs $(ARGS); fi
 
-test: install ## Run every test; pytest's fixtures start and stop the test stack
+test: install ## Run every test but the cluster ones; pytest's fixtures start and stop the test stack
 	$(PY) -m pytest $(ARGS)
+
+# The cluster profile: 3 Kafka brokers (KRaft quorum of 3), a Redis Cluster of 3 masters
+# and 3 replicas, MLflow, Prometheus and the apps but the scorer (launcher/README.md).
+up-cluster: install ## Start the cluster profile (CLUSTER_* ports of .env); wait until healthy
+	@if $(ENGINE); then docker compose --profile cluster up -d --wait $(CLUSTER_SERVICES); \
+	else $(PY) -m launcher up --profile cluster $(ARGS); fi
+
+down-cluster: ## Stop what `make up-cluster` started
+	@if $(ENGINE); then docker compose --profile cluster stop $(CLUSTER_SERVICES); \
+	else $(PY) -m launcher down --profile cluster $(ARGS); fi
+
+test-cluster: install ## The cluster profile's tests against its real brokers and Redis Cluster (pytest -m cluster)
+	$(PY) -m pytest -m cluster $(ARGS)
 
 e2e: install ## make up's path end to end at its full 2,000 cards, with the figures (tests/test_make_up.py)
 	FRAUD_E2E_CARDS=2000 $(PY) -m pytest tests/test_make_up.py -s $(ARGS)
@@ -81,5 +99,6 @@ clean: ## Stop launched stacks, remove .run (keeps .venv and .cache)
 	@if [ -x $(PY) ]; then \
 		$(PY) -m launcher down --profile stack; \
 		$(PY) -m launcher down --profile test; \
+		$(PY) -m launcher down --profile cluster; \
 	fi
 	rm -rf .run

@@ -79,18 +79,25 @@ def consume_available(consumer: Consumer, max_messages: int, timeout_s: float) -
 
 
 def ensure_topics(
-    admin: AdminClient, specs: Iterable[TopicSpec], timeout_s: float = 30.0
+    admin: AdminClient, specs: Iterable[TopicSpec], timeout_s: float = 30.0, replicas: int = 1
 ) -> list[str]:
-    """Create the topics that do not exist yet; returns the names created. Idempotent."""
+    """Create the topics that do not exist yet, with `replicas` copies each; returns the
+    names created. Idempotent: an existing topic is left as it is. With more than one
+    copy a write is acknowledged once two hold it (min.insync.replicas=2 with acks=all,
+    the producers' setting), so one broker may be down without losing a record."""
     specs = list(specs)
     existing = set(admin.list_topics(timeout=timeout_s).topics)
     missing = [s for s in specs if s.name not in existing]
     if not missing:
         return []
+    insync = {"min.insync.replicas": str(min(2, replicas))} if replicas > 1 else {}
     futures = admin.create_topics(
         [
             NewTopic(
-                s.name, num_partitions=s.partitions, replication_factor=1, config=dict(s.config)
+                s.name,
+                num_partitions=s.partitions,
+                replication_factor=replicas,
+                config={**insync, **dict(s.config)},
             )
             for s in missing
         ],

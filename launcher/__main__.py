@@ -28,7 +28,9 @@ ProfileOption = Annotated[
     typer.Option(
         "--profile", "-p",
         help="stack: the .env ports, data kept in .run/stack. "
-        "test: the TEST_* ports, fresh data in .run/test.",
+        "test: the TEST_* ports, fresh data in .run/test. "
+        "cluster: 3 Kafka brokers, a 6-node Redis Cluster, the CLUSTER_* ports, "
+        "data kept in .run/cluster.",
     ),
 ]  # fmt: skip
 ServicesOption = Annotated[
@@ -84,7 +86,9 @@ def status(profile: ProfileOption = "stack") -> None:
 def _print_status(launcher: Launcher) -> list[Status]:
     rows = launcher.status()
     table = Table(title=f"profile {launcher.layout.profile} ({launcher.layout.run_dir})")
-    for column in ("service", "pid", "port", "state", "healthy"):
+    # A role column only for a profile with cluster nodes (broker, master, replica).
+    roles = any(s.role is not None for s in launcher.services)
+    for column in ("service", "pid", "port", "state", "healthy", *(["role"] if roles else [])):
         table.add_column(column)
     for row in rows:
         healthy = "[green]yes[/green]" if row.healthy else "[red]no[/red]"
@@ -94,6 +98,7 @@ def _print_status(launcher: Launcher) -> list[Status]:
             ",".join(map(str, row.ports)),
             row.state,
             healthy if row.state == "running" else "-",
+            *([row.role or "-"] if roles else []),
         )
     console.print(table)
     return rows
@@ -123,16 +128,17 @@ def logs(
 
 @app.command()
 def fetch() -> None:
-    """Download Kafka's jars and the JMX exporter agent into .cache (once; later runs
-    are a no-op)."""
+    """Download Kafka's jars, its tools jar and the JMX exporter agent into .cache (once;
+    later runs are a no-op)."""
     setup_logging("launcher")
     try:
         libs = kafka.fetch_jars()
         agent = kafka.fetch_jmx_agent()
+        tools = kafka.fetch_tools()
     except RuntimeError as exc:
         errors.print(f"[red]fetch failed:[/red] {exc}")
         raise typer.Exit(1) from None
-    logger.info("kafka jars in %s, jmx exporter agent %s", libs, agent)
+    logger.info("kafka jars in %s, tools in %s, jmx exporter agent %s", libs, tools, agent)
 
 
 if __name__ == "__main__":

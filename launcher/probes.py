@@ -42,7 +42,9 @@ def redis_ok(url: str) -> bool:
         client.close()
 
 
-def kafka_ok(bootstrap: str) -> bool:
+def kafka_ok(bootstrap: str, node_id: int | None = None) -> bool:
+    """Kafka answers metadata and lists a broker: any, or node `node_id` (a cluster's
+    node asked about itself, so that every node has registered once each passes)."""
     # log_level 0: a broker that is still starting is expected, not worth librdkafka's
     # connection-refused lines on stderr.
     admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
@@ -52,7 +54,26 @@ def kafka_ok(bootstrap: str) -> bool:
         return False
     # A KRaft broker answers metadata before it has registered itself; only a listed
     # broker can take produce requests.
+    if node_id is not None:
+        return node_id in metadata.brokers
     return bool(metadata.brokers)
+
+
+def metric_value(url: str, name: str) -> float | None:
+    """The value of an unlabelled series on a /metrics page; None when absent or the
+    page does not answer."""
+    try:
+        text = httpx.get(url, timeout=PROBE_TIMEOUT_S).text
+    except httpx.HTTPError:
+        return None
+    for line in text.splitlines():
+        series, _, value = line.partition(" ")
+        if series == name:
+            try:
+                return float(value)
+            except ValueError:
+                return None
+    return None
 
 
 def wait_until(

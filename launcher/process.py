@@ -162,31 +162,54 @@ def _wait(gone: Callable[[], bool], timeout_s: float) -> bool:
 def stop(record: PidRecord, name: str) -> bool:
     """SIGTERM, a bounded wait, then SIGKILL. Returns False, having signalled nothing,
     when the pid is no longer the process we started."""
-    stat = _running(record.pid)
-    if stat is None or not is_ours(record):
-        return False
-    # We started it as a session leader, so its group holds its children too (MLflow's
-    # uvicorn workers). Should it have left that group, signal it alone.
-    pid, group = record.pid, stat.pgrp == record.pid
+    return stop_together([(record, name)])[0]
 
-    def send(sig: signal.Signals) -> None:
-        with contextlib.suppress(ProcessLookupError):
-            (os.killpg if group else os.kill)(pid, sig)
 
-    def gone() -> bool:
-        return not _group_alive(pid) if group else _running(pid) is None
-
+def stop_together(processes: Sequence[tuple[PidRecord, str]]) -> list[bool]:
+    """stop() for several processes at once: all get SIGTERM before any is waited for
+    (the nodes of a Kafka cluster: stopped one by one, the last loses its controller
+    quorum and cannot finish its controlled shutdown). One answer per process."""
+    targets: list[_Target | None] = []
+    for record, name in processes:
+        stat = _running(record.pid)
+        if stat is None or not is_ours(record):
+            targets.append(None)
+            continue
+        # We started it as a session leader, so its group holds its children too
+        # (MLflow's uvicorn workers). Should it have left that group, signal it alone.
+        targets.append(_Target(record.pid, name, group=stat.pgrp == record.pid))
+    live = [t for t in targets if t is not None]
     started = time.monotonic()
-    send(signal.SIGTERM)
-    if not _wait(gone, STOP_TIMEOUT_S):
-        logger.warning("no exit after SIGTERM, sending SIGKILL %s", kv(service=name, pid=pid))
-        send(signal.SIGKILL)
-        if not _wait(gone, KILL_TIMEOUT_S):
-            raise RuntimeError(f"{name} (pid {pid}) survived SIGKILL")
-    logger.info(
-        "stopped %s", kv(service=name, pid=pid, after_s=f"{time.monotonic() - started:.1f}")
-    )
-    return True
+    for target in live:
+        target.send(signal.SIGTERM)
+    deadline = started + STOP_TIMEOUT_S
+    for target in live:
+        if not _wait(target.gone, max(0.0, deadline - time.monotonic())):
+            logger.warning(
+                "no exit after SIGTERM, sending SIGKILL %s", kv(service=target.name, pid=target.pid)
+            )
+            target.send(signal.SIGKILL)
+            if not _wait(target.gone, KILL_TIMEOUT_S):
+                raise RuntimeError(f"{target.name} (pid {target.pid}) survived SIGKILL")
+        logger.info(
+            "stopped %s",
+            kv(service=target.name, pid=target.pid, after_s=f"{time.monotonic() - started:.1f}"),
+        )
+    return [t is not None for t in targets]
+
+
+@dataclass(frozen=True)
+class _Target:
+    pid: int
+    name: str
+    group: bool
+
+    def send(self, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            (os.killpg if self.group else os.kill)(self.pid, sig)
+
+    def gone(self) -> bool:
+        return not _group_alive(self.pid) if self.group else _running(self.pid) is None
 
 
 def port_in_use(port: int) -> bool:

@@ -21,21 +21,26 @@ def local_config(layout: Layout, source: Path = SOURCE) -> dict[str, Any]:
     config: dict[str, Any] = yaml.safe_load(source.read_text())
     if config.get("rule_files"):
         config["rule_files"] = [str(source.parent / pattern) for pattern in config["rule_files"]]
-    ports = {
-        **layout.app_ports,
-        "prometheus": layout.prometheus_port,
-        "kafka": layout.kafka_metrics_port,
-        "redis-exporter": layout.redis_exporter_port,
+    ports: dict[str, tuple[int, ...]] = {
+        **{name: (port,) for name, port in layout.app_ports.items()},
+        "prometheus": (layout.prometheus_port,),
+        # Every broker's agent: one target per node of a cluster.
+        "kafka": tuple(node.metrics_port for node in layout.brokers),
+        "redis-exporter": (layout.redis_exporter_port,),
     }
+    # An app the profile skips (the cluster's scorer) keeps its job: its target is
+    # down, which is true, and ScorerDown fires, as it would for a missing target.
     for job in config.get("scrape_configs", []):
         for static in job.get("static_configs", []):
-            static["targets"] = [_localize(t, ports) for t in static.get("targets", [])]
+            static["targets"] = [
+                local for t in static.get("targets", []) for local in _localize(t, ports)
+            ]
     return config
 
 
-def _localize(target: str, ports: dict[str, int]) -> str:
+def _localize(target: str, ports: dict[str, tuple[int, ...]]) -> list[str]:
     host, _, port = target.rpartition(":")
-    return f"localhost:{ports.get(host, port)}"
+    return [f"localhost:{p}" for p in ports.get(host, (int(port),))]
 
 
 def write_local_config(layout: Layout, path: Path) -> None:

@@ -23,7 +23,7 @@ from launcher import process
 from launcher.apps import BOOTSTRAP_TIMEOUT_S, bootstrap, missing_entry_point
 from launcher.layout import Layout
 from launcher.probes import StartError, tail, wait_until
-from launcher.services import INFRA, Service, all_services
+from launcher.services import Service, all_services
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ class Status:
     name: str
     pid: int | None
     ports: tuple[int, ...]
-    state: str  # running | stopped | stale pid file | not built
+    state: str  # running | stopped | stale pid file | not built | skipped
     healthy: bool
+    # Its part in a cluster ("master (5461 slots)", "replica of :17001"); "" otherwise.
+    role: str = ""
 
 
 class Launcher:
@@ -84,12 +86,16 @@ class Launcher:
             selected = self.select(names)
             runnable = []
             for service in selected:
-                if service.missing:
-                    logger.warning("skipped %s", kv(service=service.name, reason=service.missing))
+                reason = service.skip or service.missing
+                if reason:
+                    logger.warning(
+                        "skipped %s",
+                        kv(service=service.name, profile=self.layout.profile, reason=reason),
+                    )
                 else:
                     runnable.append(service)
-            self._start_all([s for s in runnable if s.name in INFRA])
-            self._start_all([s for s in runnable if s.name not in INFRA and not s.needs_model])
+            self._start_all([s for s in runnable if s.infra])
+            self._start_all([s for s in runnable if not s.infra and not s.needs_model])
             late = [s for s in runnable if s.needs_model]
             if late:
                 self._bootstrap()
@@ -188,6 +194,7 @@ class Launcher:
                 code = subprocess.run(
                     argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                     cwd=REPO_ROOT, timeout=BOOTSTRAP_TIMEOUT_S,
+                    env={**os.environ, **self.layout.app_env},
                 ).returncode  # fmt: skip
             except subprocess.TimeoutExpired:
                 raise StartError(
@@ -200,27 +207,33 @@ class Launcher:
     # --- down / status ------------------------------------------------------------------
 
     def down(self, names: Sequence[str] | None = None) -> None:
-        """Stop, in reverse start order, the selected services whose pid files name a
-        live process of ours; stale pid files are removed and nothing else is signalled."""
+        """Stop, in reverse start order (a cluster's nodes together), the selected
+        services whose pid files name a live process of ours; stale pid files are removed
+        and nothing else is signalled."""
         with self._lock():
-            for service in reversed(self.select(names)):
-                pid_file = self.pid_file(service.name)
-                record = process.read_pid_file(pid_file)
-                if record is None:
-                    continue
-                if not process.stop(record, service.name):
-                    logger.info(
-                        "not running (stale pid file removed, nothing signalled) %s",
-                        kv(service=service.name, pid=record.pid),
-                    )
-                pid_file.unlink(missing_ok=True)
+            for batch in _stop_batches(list(reversed(self.select(names)))):
+                found = [
+                    (service, record)
+                    for service in batch
+                    if (record := process.read_pid_file(self.pid_file(service.name))) is not None
+                ]
+                stopped = process.stop_together([(r, s.name) for s, r in found])
+                for (service, record), ours in zip(found, stopped, strict=True):
+                    if not ours:
+                        logger.info(
+                            "not running (stale pid file removed, nothing signalled) %s",
+                            kv(service=service.name, pid=record.pid),
+                        )
+                    self.pid_file(service.name).unlink(missing_ok=True)
 
     def status(self) -> list[Status]:
         rows = []
         for service in self.services:
             record = process.read_pid_file(self.pid_file(service.name))
             live = record is not None and process.is_ours(record)
-            if service.missing:
+            if service.skip:
+                state = "skipped"
+            elif service.missing:
                 state = "not built"
             elif live:
                 state = "running"
@@ -233,6 +246,19 @@ class Launcher:
                     ports=service.ports,
                     state=state,
                     healthy=live and service.probe(),
+                    role=service.role() if live and service.role is not None else "",
                 )
             )
         return rows
+
+
+def _stop_batches(services: list[Service]) -> list[list[Service]]:
+    """Consecutive services of one stop group (a cluster's nodes) in one batch, each
+    other service alone."""
+    batches: list[list[Service]] = []
+    for service in services:
+        if batches and service.stop_group and batches[-1][0].stop_group == service.stop_group:
+            batches[-1].append(service)
+        else:
+            batches.append([service])
+    return batches

@@ -90,8 +90,25 @@ def services() -> dict[str, dict[str, Any]]:
 
 
 def tools() -> set[str]:
-    """Services only started on demand (`docker compose run`)."""
-    return {name for name, svc in services().items() if svc.get("profiles")}
+    """Services only started on demand (`docker compose run`): profile "tools"."""
+    return {name for name, svc in services().items() if "tools" in (svc.get("profiles") or [])}
+
+
+def cluster() -> set[str]:
+    """The cluster profile's services (`make up-cluster`): long-running and one-shots
+    like the rest, started only when named with --profile cluster."""
+    return {name for name, svc in services().items() if "cluster" in (svc.get("profiles") or [])}
+
+
+def with_dependencies(names: set[str]) -> set[str]:
+    """`names` and every service they depend on, transitively (what `up <names>` starts)."""
+    found, todo = set(), list(names)
+    while todo:
+        name = todo.pop()
+        if name not in found:
+            found.add(name)
+            todo.extend(services()[name].get("depends_on") or {})
+    return found
 
 
 def one_shots() -> set[str]:
@@ -215,11 +232,11 @@ def listening_ports(name: str) -> set[int]:
     """Ports a service listens on inside the compose network."""
     svc = services()[name]
     env = environment(svc)
-    if name == "kafka":
+    if "KAFKA_ADVERTISED_LISTENERS" in env:  # a broker: kafka, or kafka-<n> of the cluster
         return {
             urlsplit(listener).port or 0
             for listener in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
-            if urlsplit(listener).hostname == "kafka"
+            if urlsplit(listener).hostname == name
         } | {agent.port for agent in java_agents(env.get("KAFKA_OPTS", ""))}
     if name == "mlflow":
         df = dockerfile_of(svc)
@@ -230,10 +247,12 @@ def listening_ports(name: str) -> set[int]:
         return {int(env["GF_SERVER_HTTP_PORT"])}
     # Images listening on their defaults (no flag overrides them in the command).
     defaults = {"redis": 6379, "prometheus": 9090, "redis-exporter": 9121}
-    if name in defaults:
+    image = name.rstrip("0123456789").removesuffix("-node-")  # redis-node-<n>: Redis
+    if name in defaults or image == "redis":
         assert not any("port" in arg or "listen" in arg for arg in svc.get("command", []))
-        return {defaults[name]}
-    app = next(a for a in APPS if a.name == name)
+        return {defaults["redis" if image == "redis" else name]}
+    # <app>-cluster: the app of the cluster profile, on the same container port.
+    app = next(a for a in APPS if a.name == name.removesuffix("-cluster"))
     return {int(env[app.port_setting.upper()])}
 
 

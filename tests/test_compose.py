@@ -38,6 +38,7 @@ from tests.compose_files import (
     assert_reaches_a_service,
     bind_mounts,
     built_dockerfiles,
+    cluster,
     compose,
     compose_cli,
     dockerignored,
@@ -55,6 +56,7 @@ from tests.compose_files import (
     services,
     strings,
     tools,
+    with_dependencies,
 )
 
 
@@ -74,17 +76,38 @@ def test_restart_policy_fits_how_a_service_runs() -> None:
             assert policy == "unless-stopped", f"{name}: long-running, got {policy}"
 
 
+def _peak_memory(started: set[str]) -> int:
+    """A one-shot runs before the services that wait for its success start; the peak is
+    the larger of all long-running services and any one-shot beside those not waiting."""
+    limits = {name: memory_limit(svc) for name, svc in services().items()}
+    running = long_running() & started
+    peak = sum(limits[n] for n in running)
+    for shot in one_shots() & started:
+        waiting = {n for n in running if shot in (services()[n].get("depends_on") or {})}
+        peak = max(peak, limits[shot] + sum(limits[n] for n in running - waiting))
+    return peak
+
+
 def test_every_service_has_a_memory_limit_and_up_fits_8_gib() -> None:
     limits = {name: memory_limit(svc) for name, svc in services().items()}
     assert all(limits.values()), f"no memory limit: {[n for n, v in limits.items() if not v]}"
-    # A one-shot runs before the services that wait for its success start; the peak is
-    # the larger of all long-running services and any one-shot beside those not waiting.
-    running = long_running()
-    peak = sum(limits[n] for n in running)
-    for shot in one_shots():
-        waiting = {n for n in running if shot in (services()[n].get("depends_on") or {})}
-        peak = max(peak, limits[shot] + sum(limits[n] for n in running - waiting))
+    peak = _peak_memory(set(services()) - tools() - cluster())
     assert peak <= 8 * 1024**3, f"`up` may take {peak / 1024**3:.1f} GiB"
+
+
+def test_the_cluster_profile_fits_12_gib_and_is_what_make_starts() -> None:
+    """`make up-cluster` names the cluster services; with what they depend on (mlflow, the
+    agent's one-shot) that is the profile, which must fit the 24 GB machine with room."""
+    makefile = (REPO / "Makefile").read_text()
+    m = re.search(r"^CLUSTER_SERVICES := ((?:.*\\\n)*.*)$", makefile, re.MULTILINE)
+    assert m, "Makefile: no CLUSTER_SERVICES"
+    named = set(m.group(1).replace("\\", " ").split())
+    assert named <= cluster(), f"not in profile cluster: {sorted(named - cluster())}"
+    started = with_dependencies(named)
+    assert cluster() <= started, f"never started: {sorted(cluster() - started)}"
+    assert not started & {"kafka", "redis", "scorer"}, sorted(started)
+    peak = _peak_memory(started)
+    assert peak <= 12 * 1024**3, f"the cluster profile may take {peak / 1024**3:.1f} GiB"
 
 
 def test_depends_on_targets_exist_and_wait_on_a_condition() -> None:
@@ -135,8 +158,8 @@ def test_published_ports_come_from_env_and_reach_the_service() -> None:
             assert var in ENV and 0 < int(ENV[var]) < 65536, f"{name}: {var} not a .env port"
             assert var not in seen, f"{var} published by both {seen.get(var)} and {name}"
             seen[var] = name
-            if name == "kafka":
-                env = environment(services()["kafka"])
+            if "KAFKA_LISTENERS" in environment(services()[name]):  # kafka, kafka-<n>
+                env = environment(services()[name])
                 agents = {agent.port for agent in java_agents(env["KAFKA_OPTS"])}
                 assert f"EXTERNAL://:{container}" in env["KAFKA_LISTENERS"] or container in agents
             else:
@@ -150,6 +173,18 @@ def test_kafka_and_redis_host_ports_agree_with_the_env_addresses() -> None:
     assert urlsplit(ENV["REDIS_URL"]).port == int(ENV["REDIS_PORT"])
     advertised = environment(services()["kafka"])["KAFKA_ADVERTISED_LISTENERS"]
     assert f"EXTERNAL://localhost:{ENV['KAFKA_PORT']}" in advertised.split(",")
+
+
+def test_cluster_brokers_are_published_on_the_cluster_bootstrap_ports() -> None:
+    bootstrap = ENV["CLUSTER_KAFKA_BOOTSTRAP_SERVERS"].split(",")
+    for n, address in enumerate(bootstrap, 1):
+        port = ENV[f"CLUSTER_KAFKA_{n}_PORT"]
+        assert urlsplit(f"//{address}").port == int(port)
+        advertised = environment(services()[f"kafka-{n}"])["KAFKA_ADVERTISED_LISTENERS"]
+        assert f"EXTERNAL://localhost:{port}" in advertised.split(",")
+    voters = {environment(services()[f"kafka-{n}"])["KAFKA_CONTROLLER_QUORUM_VOTERS"]
+              for n in range(1, len(bootstrap) + 1)}  # fmt: skip
+    assert voters == {",".join(f"{n}@kafka-{n}:9093" for n in range(1, len(bootstrap) + 1))}
 
 
 def test_kafka_loads_the_launchers_jmx_exporter_agent() -> None:
@@ -366,7 +401,7 @@ def test_compose_cli_accepts_the_file() -> None:
     env = {k: v for k, v in os.environ.items() if k not in ENV and not k.startswith("COMPOSE_")}
     result = subprocess.run(
         [*cli, "-f", str(COMPOSE_FILE), "--project-directory", str(REPO), "--profile", "tools",
-         "config", "-q"],
+         "--profile", "cluster", "config", "-q"],
         capture_output=True, text=True, env=env, timeout=60,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -22,7 +22,7 @@ def targets(config: dict[str, Any]) -> dict[str, list[str]]:
     }
 
 
-@pytest.mark.parametrize("profile", ["stack", "test"])
+@pytest.mark.parametrize("profile", ["stack", "test", "cluster"])
 def test_rendered_config_targets_every_service_on_localhost(
     tmp_path: Path, profile: Profile
 ) -> None:
@@ -33,7 +33,8 @@ def test_rendered_config_targets_every_service_on_localhost(
 
     expected = {app.name: [f"localhost:{layout.app_ports[app.name]}"] for app in APPS}
     expected["prometheus"] = [f"localhost:{layout.prometheus_port}"]
-    expected["kafka"] = [f"localhost:{layout.kafka_metrics_port}"]
+    # One target per broker: the cluster profile's three agents.
+    expected["kafka"] = [f"localhost:{node.metrics_port}" for node in layout.brokers]
     expected["redis-exporter"] = [f"localhost:{layout.redis_exporter_port}"]
     assert rendered == expected
 
