@@ -35,11 +35,11 @@ from fraudcore.logs import kv
 from scorer.feature_store import (
     BatchPlan,
     FeatureStore,
-    ReplyReader,
     SourcePosition,
     UserStateConflict,
     UserWrites,
 )
+from scorer.resp import ReplyReader
 
 logger = logging.getLogger(__name__)
 # Several batches of requests (a batch of 1,000 transactions is ~0.4 MB).

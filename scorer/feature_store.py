@@ -26,11 +26,10 @@ from dataclasses import dataclass
 from importlib import resources
 from typing import Any
 
-import hiredis
 import msgpack
 import numpy as np
 import redis
-from redis.exceptions import InvalidResponse, NoScriptError, ResponseError
+from redis.exceptions import NoScriptError
 
 from fraudcore.features import (
     FEATURE_NAMES,
@@ -45,6 +44,7 @@ from fraudcore.merchant import compute_merchants
 from fraudcore.user_kernel import compute_users, group_rows
 from fraudcore.user_state import StateKind, classify, fence, version
 from scorer import metrics
+from scorer.resp import ReplyReader
 
 logger = logging.getLogger(__name__)
 
@@ -406,54 +406,6 @@ class MerchantSnapshot:
     days: dict[int, int]
     marks: dict[str, int]
     frauds: dict[str, int]
-
-
-class ReplyReader:
-    """A connection's replies read straight off its socket into a hiredis reader: one
-    `gets` a reply instead of redis-py's read_response, which costs a few microseconds
-    each. Only for a connection whose replies are all read here (or none pending when
-    redis-py reads from it)."""
-
-    def __init__(self, connection: Any) -> None:
-        self.connection = connection
-        self._reader = hiredis.Reader(protocolError=InvalidResponse, replyError=_reply_error)
-
-    def read(self, count: int) -> list[Any]:
-        """The next `count` replies; a reply error (e.g. NOSCRIPT) is raised."""
-        replies: list[Any] = []
-        gets = self._reader.gets
-        while len(replies) < count:
-            reply = gets()
-            if reply is False:
-                self._receive()
-            elif isinstance(reply, ResponseError):
-                raise reply
-            else:
-                replies.append(reply)
-        return replies
-
-    def _receive(self) -> None:
-        sock = self.connection._sock
-        if sock is None:
-            raise redis.ConnectionError("connection closed")
-        try:
-            data = sock.recv(_RECEIVE_BYTES)
-        except TimeoutError as exc:
-            raise redis.TimeoutError("timeout reading from redis") from exc
-        except OSError as exc:
-            raise redis.ConnectionError(f"error reading from redis: {exc}") from exc
-        if not data:
-            raise redis.ConnectionError("connection closed by redis")
-        self._reader.feed(data)
-
-
-_RECEIVE_BYTES = 1 << 18
-
-
-def _reply_error(message: str) -> ResponseError:
-    if message.startswith("NOSCRIPT "):
-        return NoScriptError(message[len("NOSCRIPT ") :])
-    return ResponseError(message)
 
 
 def _call_template(sha: str, readonly: str, ttl_ms: str) -> bytes:
