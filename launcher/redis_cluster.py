@@ -147,6 +147,19 @@ def formed(ports: Sequence[int]) -> bool:
     return all((v := view(p)) is not None and v.formed(masters) for p in ports)
 
 
+def linked(port: int) -> bool:
+    """A master, or a replica whose link to its master is up: a replica still in its
+    first sync after a start acknowledges nothing (a WAIT for it would time out)."""
+    client = _client(port)
+    try:
+        info = client.info("replication")
+    except redis.RedisError:
+        return False
+    finally:
+        client.close()
+    return info.get("role") == "master" or info.get("master_link_status") == "up"
+
+
 def ensure_cluster(ports: Sequence[int]) -> None:
     """Form the cluster of `ports` unless its nodes already know each other, then wait
     until every node sees all slots served with a replica per master. Idempotent: a
@@ -166,8 +179,9 @@ def ensure_cluster(ports: Sequence[int]) -> None:
             f"stop the profile and remove their data folders to form it again"
         )
     wait_until(
-        lambda: formed(ports),
-        what=f"redis cluster ({len(ports)} nodes, {SLOTS} slots, a replica per master)",
+        lambda: formed(ports) and all(linked(p) for p in ports),
+        what=f"redis cluster ({len(ports)} nodes, {SLOTS} slots, a replica per master, "
+        "each replica's link to its master up)",
         timeout_s=FORM_TIMEOUT_S,
     )
 

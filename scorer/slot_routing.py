@@ -39,6 +39,10 @@ _ASKING = b"*1\r\n$6\r\nASKING\r\n"
 Address = tuple[str, int]
 
 
+class ReplicaLagError(ResponseError):
+    """Fewer replicas than asked for acknowledged a batch's writes in time."""
+
+
 def cluster_seeds(url: str) -> list[Address] | None:
     """The nodes named by a redis+cluster://host:port,host:port URL; None for a URL of
     any other scheme (a single Redis)."""
@@ -106,9 +110,23 @@ class SlotRouter:
             raise ResponseError(f"CLUSTERDOWN no master serves the slot of {key!r}")
         return self.masters[index]
 
-    def run(self, commands: Sequence[bytes], keys: Sequence[bytes]) -> list[Any]:
+    def run(
+        self,
+        commands: Sequence[bytes],
+        keys: Sequence[bytes],
+        *,
+        replicas: int = 0,
+        wait_timeout_ms: int = 1000,
+    ) -> list[Any]:
         """The replies to `commands` (RESP, the i-th touching key `keys[i]`'s slot) in
-        their order."""
+        their order.
+
+        With `replicas`, each node's request ends with WAIT: the call returns only once
+        that many replicas of every master written to hold its writes, and raises
+        ReplicaLagError when one does not within `wait_timeout_ms`. Replication is
+        asynchronous otherwise: a replica promoted after its master died may lack what
+        the master confirmed."""
+        wait = _command(b"WAIT", b"%d" % replicas, b"%d" % wait_timeout_ms) if replicas else None
         replies: list[Any] = [None] * len(commands)
         pending = list(range(len(commands)))
         asked: dict[int, Address] = {}
@@ -116,8 +134,15 @@ class SlotRouter:
             by_node: dict[Address, list[int]] = {}
             for i in pending:
                 by_node.setdefault(asked.get(i) or self.owner(keys[i]), []).append(i)
-            pending, moved, failure = [], False, None
-            for node, (indexes, answers) in self._exchange(by_node, commands, asked).items():
+            pending, moved = [], False
+            failure: ResponseError | None = None
+            exchanged = self._exchange(by_node, commands, asked, wait)
+            for node, (indexes, answers, acknowledged) in exchanged.items():
+                if wait is not None and acknowledged < replicas and failure is None:
+                    failure = ReplicaLagError(
+                        f"{acknowledged} of {replicas} replicas of {node[0]}:{node[1]} "
+                        f"acknowledged its writes within {wait_timeout_ms} ms"
+                    )
                 for i, answer in zip(indexes, answers, strict=True):
                     if not isinstance(answer, ResponseError):
                         replies[i] = answer
@@ -149,9 +174,11 @@ class SlotRouter:
         by_node: dict[Address, list[int]],
         commands: Sequence[bytes],
         asked: dict[int, Address],
-    ) -> dict[Address, tuple[list[int], list[Any]]]:
-        """Every node's commands written first, then every node's replies read: the
-        nodes work on their requests at the same time."""
+        wait: bytes | None,
+    ) -> dict[Address, tuple[list[int], list[Any], int]]:
+        """Every node's commands (and `wait`) written first, then every node's replies
+        read: the nodes work on their requests at the same time. Per node: the command
+        indexes, their replies and WAIT's answer (0 without one)."""
         sent: list[tuple[Address, list[int], Any, Any]] = []
         try:
             for node, indexes in by_node.items():
@@ -160,15 +187,17 @@ class SlotRouter:
                 sent.append((node, indexes, pool, connection))
                 request = b"".join(
                     _ASKING + commands[i] if i in asked else commands[i] for i in indexes
-                )
+                ) + (wait or b"")
                 connection.send_packed_command([request], check_health=False)
             out = {}
             for node, indexes, _, connection in sent:
                 asking = sum(1 for i in indexes if i in asked)
-                answers = ReplyReader(connection).read(len(indexes) + asking, raise_errors=False)
+                expected = len(indexes) + asking + (wait is not None)
+                answers = ReplyReader(connection).read(expected, raise_errors=False)
+                acknowledged = int(answers.pop()) if wait is not None else 0
                 if asking:
                     answers = _without_asking_replies(answers, [i in asked for i in indexes])
-                out[node] = (indexes, answers)
+                out[node] = (indexes, answers, acknowledged)
             return out
         except BaseException:
             for _, _, _, connection in sent:
@@ -188,3 +217,7 @@ def _without_asking_replies(answers: list[Any], asked: list[bool]) -> list[Any]:
             next(flat)
         out.append(next(flat))
     return out
+
+
+def _command(*parts: bytes) -> bytes:
+    return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)

@@ -11,11 +11,8 @@ import redis
 from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError
 
-from launcher.layout import layout_for
-from launcher.runner import Launcher
-from scorer.slot_routing import Address, SlotRouter, cluster_seeds
-
-REDIS_NODES = [f"redis-{i}" for i in range(1, 7)]
+from scorer.slot_routing import Address, ReplicaLagError, SlotRouter, cluster_seeds
+from tests.redis_cluster_nodes import redis_cluster_seeds
 
 
 def _command(*parts: bytes) -> bytes:
@@ -34,14 +31,8 @@ def test_cluster_seeds_reads_every_node_of_the_url() -> None:
 
 @pytest.fixture(scope="module")
 def seeds() -> Iterator[list[Address]]:
-    layout = layout_for("cluster")
-    launcher = Launcher(layout)
-    try:
-        launcher.up(REDIS_NODES)
-        yield [("localhost", port) for port in layout.redis_cluster_ports]
-    finally:
-        if launcher.started:
-            launcher.down(launcher.started)
+    with redis_cluster_seeds() as found:
+        yield found
 
 
 def _node_id(address: Address) -> str:
@@ -136,3 +127,19 @@ def test_a_key_of_a_migrating_slot_is_asked_for_at_the_target(seeds: list[Addres
         cleanup.execute()
         for client in (source_client, target_client):
             client.execute_command("CLUSTER SETSLOT", slot, "STABLE")
+
+
+@pytest.mark.cluster
+def test_writes_can_wait_for_a_replica_of_each_master(seeds: list[Address]) -> None:
+    router = SlotRouter(seeds)
+    run = uuid.uuid4().hex
+    keys = [f"route:{run}:{{user-{i}}}".encode() for i in range(60)]
+    sets = [_command(b"SET", k, b"w-%d" % i, b"EX", b"60") for i, k in enumerate(keys)]
+    assert router.run(sets, keys, replicas=1) == [b"OK"] * len(keys)
+    # Each master has one replica, so two never acknowledge: that is reported, and the
+    # writes themselves still ran.
+    with pytest.raises(ReplicaLagError, match=r"1 of 2 replicas of \S+ acknowledged .* 50 ms"):
+        router.run(sets, keys, replicas=2, wait_timeout_ms=50)
+    assert router.run([_command(b"GET", k) for k in keys], keys) == [
+        b"w-%d" % i for i in range(len(keys))
+    ]
