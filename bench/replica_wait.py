@@ -23,32 +23,32 @@ from rich.table import Table
 
 from launcher.layout import layout_for
 from launcher.runner import Launcher
-from scorer.slot_routing import SlotRouter
+from scorer.slot_routing import SlotRouter, command
 
 app = typer.Typer(add_completion=False, help=__doc__)
 REDIS_NODES = [f"redis-{i}" for i in range(1, 7)]
 console = Console()
 
 
-def _set(key: bytes, value: bytes) -> bytes:
-    parts = (b"SET", key, value, b"EX", b"600")
-    return b"*5\r\n" + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
-
-
 def measure(
     router: SlotRouter, batches: int, users: int, state_bytes: int
 ) -> dict[int, list[float]]:
-    """Batch times in seconds by replicas waited for (0 and 1), alternating batches."""
+    """Batch times in seconds by replicas waited for (0 and 1), alternating batches; the
+    keys written are deleted at the end."""
     run = uuid.uuid4().hex[:8]
     value = bytes(state_bytes)
     times: dict[int, list[float]] = {0: [], 1: []}
     for b in range(batches):
         keys = [f"bench-wait:{run}:{{user-{b % 50}-{u}}}".encode() for u in range(users)]
-        commands = [_set(k, value) for k in keys]
+        commands = [command(b"SET", k, value, b"EX", b"600") for k in keys]
         replicas = b % 2
         started = time.perf_counter()
         router.run(commands, keys, replicas=replicas)
         times[replicas].append(time.perf_counter() - started)
+    written = {f"bench-wait:{run}:{{user-{b % 50}-{u}}}".encode()
+               for b in range(batches) for u in range(users)}  # fmt: skip
+    keys = sorted(written)
+    router.run([command(b"DEL", k) for k in keys], keys)
     return times
 
 

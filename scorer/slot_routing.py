@@ -126,7 +126,7 @@ class SlotRouter:
         ReplicaLagError when one does not within `wait_timeout_ms`. Replication is
         asynchronous otherwise: a replica promoted after its master died may lack what
         the master confirmed."""
-        wait = _command(b"WAIT", b"%d" % replicas, b"%d" % wait_timeout_ms) if replicas else None
+        wait = command(b"WAIT", b"%d" % replicas, b"%d" % wait_timeout_ms) if replicas else None
         replies: list[Any] = [None] * len(commands)
         pending = list(range(len(commands)))
         asked: dict[int, Address] = {}
@@ -219,5 +219,6 @@ def _without_asking_replies(answers: list[Any], asked: list[bool]) -> list[Any]:
     return out
 
 
-def _command(*parts: bytes) -> bytes:
+def command(*parts: bytes) -> bytes:
+    """One command as a RESP array of bulk strings."""
     return b"*%d\r\n" % len(parts) + b"".join(b"$%d\r\n%b\r\n" % (len(p), p) for p in parts)
