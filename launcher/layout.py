@@ -174,6 +174,7 @@ def cluster_layout(s: LauncherSettings) -> Layout:
         KafkaNode(i, *node)
         for i, node in enumerate(zip(ports, controllers, metrics, strict=True), 1)
     )
+    redis_ports = _ports(s.cluster_redis_url, "CLUSTER_REDIS_URL")
     run_dir = RUN_ROOT / "cluster"
     app_ports = {app.name: getattr(s, f"cluster_{app.port_setting}") for app in APPS}
     layout = Layout(
@@ -182,7 +183,7 @@ def cluster_layout(s: LauncherSettings) -> Layout:
         kafka_port=nodes[0].port,
         kafka_controller_port=nodes[0].controller_port,
         kafka_metrics_port=nodes[0].metrics_port,
-        redis_port=_ports(s.cluster_redis_url, "CLUSTER_REDIS_URL")[0],
+        redis_port=redis_ports[0],
         mlflow_port=s.cluster_mlflow_port,
         prometheus_port=s.cluster_prometheus_port,
         redis_exporter_port=s.cluster_redis_exporter_port,
@@ -190,7 +191,7 @@ def cluster_layout(s: LauncherSettings) -> Layout:
         app_ports=app_ports,
         topics=s,
         kafka_nodes=nodes,
-        redis_cluster_ports=_ports(s.cluster_redis_url, "CLUSTER_REDIS_URL"),
+        redis_cluster_ports=redis_ports,
         skipped_apps={"scorer": SCORER_NEEDS_SLOT_ROUTING},
     )
     env = {
