@@ -30,7 +30,7 @@ CLUSTER_SERVICES := kafka-1 kafka-2 kafka-3 redis-node-1 redis-node-2 redis-node
 	redis-node-4 redis-node-5 redis-node-6 redis-cluster producer-cluster alerting-cluster retrainer-cluster
 
 .PHONY: help install system-packages up down status logs test lint clean bench e2e \
-	up-cluster down-cluster test-cluster
+	up-cluster down-cluster test-cluster test-reproductions
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-16s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -68,7 +68,7 @@ status: ## Table of the services: pid, port, health
 logs: ## The end of each service's log
 	@if $(ENGINE); then docker compose logs --tail 50; else $(PY) -m launcher logs $(ARGS); fi
 
-test: install ## Run every test but the cluster ones; pytest's fixtures start and stop the test stack
+test: install ## Every test but the cluster ones and the full-size reproductions; fixtures start and stop the test stack
 	$(PY) -m pytest $(ARGS)
 
 # The cluster profile: 3 Kafka brokers (KRaft quorum of 3), a Redis Cluster of 3 masters
@@ -83,6 +83,9 @@ down-cluster: ## Stop what `make up-cluster` started
 
 test-cluster: install ## The cluster profile's tests against its real brokers and Redis Cluster (pytest -m cluster)
 	$(PY) -m pytest -m cluster $(ARGS)
+
+test-reproductions: install ## The handbook's published file and Chapter 3 figures, reproduced at full size (~2 min)
+	$(PY) -m pytest -m reproduction $(ARGS)
 
 e2e: install ## make up's path end to end at its full 2,000 cards, with the figures (tests/test_make_up.py)
 	FRAUD_E2E_CARDS=2000 $(PY) -m pytest tests/test_make_up.py -s $(ARGS)

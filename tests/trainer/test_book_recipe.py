@@ -236,7 +236,7 @@ def _span() -> tuple[pd.Timestamp, pd.Timestamp]:
     return split.history_start, split.test_end
 
 
-@pytest.mark.slow
+@pytest.mark.reproduction
 def test_the_book_figures_are_reproduced() -> None:
     try:
         path = handbook_path()

@@ -53,7 +53,7 @@ def test_write_keeps_every_value(tmp_path: Path) -> None:
     assert (back["TX_DATETIME"] == rows["TX_DATETIME"]).all()
 
 
-@pytest.mark.slow
+@pytest.mark.reproduction
 def test_the_books_seeds_give_the_published_file() -> None:
     try:
         path = handbook_path()
