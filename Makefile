@@ -27,7 +27,7 @@ ARGS ?=
 # The compose services of the cluster profile (docker-compose.yml, profile "cluster"):
 # `up` names them so the single-node stack is not started beside them.
 CLUSTER_SERVICES := kafka-1 kafka-2 kafka-3 redis-node-1 redis-node-2 redis-node-3 \
-	redis-node-4 redis-node-5 redis-node-6 redis-cluster producer-cluster alerting-cluster retrainer-cluster
+	redis-node-4 redis-node-5 redis-node-6 redis-cluster producer-cluster scorer-cluster alerting-cluster retrainer-cluster
 
 .PHONY: help install system-packages up down status logs test lint clean bench e2e \
 	up-cluster down-cluster test-cluster test-reproductions
@@ -72,7 +72,7 @@ test: install ## Every test but the cluster ones and the full-size reproductions
 	$(PY) -m pytest $(ARGS)
 
 # The cluster profile: 3 Kafka brokers (KRaft quorum of 3), a Redis Cluster of 3 masters
-# and 3 replicas, MLflow, Prometheus and the apps but the scorer (launcher/README.md).
+# and 3 replicas, MLflow, Prometheus and the apps (launcher/README.md).
 up-cluster: install ## Start the cluster profile (CLUSTER_* ports of .env); wait until healthy
 	@if $(ENGINE); then docker compose --profile cluster up -d --wait $(CLUSTER_SERVICES); \
 	else $(PY) -m launcher up --profile cluster $(ARGS); fi

@@ -32,6 +32,7 @@ from fraudcore.kafka import ensure_topics
 from fraudcore.logs import kv
 from fraudcore.settings import REPO_ROOT, TopicSettings
 from fraudcore.topics import TopicSpec
+from scorer.slot_routing import SlotRouter, cluster_seeds
 
 logger = logging.getLogger(__name__)
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})? (\S+)$")
@@ -126,13 +127,16 @@ class Deployment:
 
     def create_topics(self, partitions: int) -> None:
         """transactions, scores and alerts with `partitions` each (a user's outputs stay in
-        its partition), every other topic with one."""
+        its partition), every other topic with one; three copies of each on a cluster of
+        three brokers or more, as the cluster profile's own topics."""
         wide = {self.transactions, self.scores, self.alerts}
         specs = [
             TopicSpec(topic, partitions if topic in wide else 1)
             for topic in self.topics.model_dump().values()
         ]
-        ensure_topics(AdminClient(self.kafka), specs)
+        admin = AdminClient(self.kafka)
+        brokers = len(admin.list_topics(timeout=30).brokers)
+        ensure_topics(admin, specs, replicas=min(3, brokers))
         self.created_topics = [spec.name for spec in specs]
 
     def service_env(self, **extra: str) -> dict[str, str]:
@@ -288,19 +292,25 @@ class ServiceProcess:
 
 
 def delete_keys(redis_url: str, pattern: str) -> int:
-    client = redis.Redis.from_url(redis_url)
+    """Unlink the keys matching `pattern` from the Redis of `redis_url`, or from every
+    master of a Redis Cluster (redis+cluster://...); one key per command, since a
+    cluster refuses a command whose keys are in different slots."""
+    seeds = cluster_seeds(redis_url)
+    if seeds:
+        clients = [redis.Redis(*master) for master in SlotRouter(seeds).masters]
+    else:
+        clients = [redis.Redis.from_url(redis_url)]
     deleted = 0
-    try:
-        batch: list[bytes] = []
-        for key in client.scan_iter(match=pattern, count=2000):
-            batch.append(key)
-            if len(batch) >= 2000:
-                deleted += int(client.unlink(*batch))
-                batch = []
-        if batch:
-            deleted += int(client.unlink(*batch))
-    finally:
-        client.close()
+    for client in clients:
+        try:
+            batch = client.pipeline(transaction=False)
+            for i, key in enumerate(client.scan_iter(match=pattern, count=2000), 1):
+                batch.unlink(key)
+                if i % 2000 == 0:
+                    deleted += sum(batch.execute())
+            deleted += sum(batch.execute())
+        finally:
+            client.close()
     return deleted
 
 

@@ -104,8 +104,6 @@ class Layout:
     # Variables the apps and the model bootstrap get on top of .env (a profile whose
     # addresses are not .env's own: the cluster's bootstrap list and Redis Cluster URL).
     app_env: dict[str, str] = field(default_factory=dict)
-    # Apps this profile does not start, with the reason logged and shown by status.
-    skipped_apps: dict[str, str] = field(default_factory=dict)
 
     @property
     def brokers(self) -> tuple[KafkaNode, ...]:
@@ -155,11 +153,9 @@ def _ports(addresses: str, what: str) -> tuple[int, ...]:
                  for item in netloc.split(",") if item.strip())  # fmt: skip
 
 
-# Why the cluster profile does not start the scorer yet (issue #17 item 2).
-SCORER_NEEDS_SLOT_ROUTING = (
-    "its feature store speaks to one Redis node; it joins the cluster profile once it "
-    "routes by hash slot (issue #17 item 2)"
-)
+# The cluster profile's scorer waits for this many replicas of each Redis master to hold
+# a batch's state before the batch's Kafka commit (scorer/routed_features.py).
+CLUSTER_REPLICA_ACKS = 1
 
 
 def cluster_layout(s: LauncherSettings) -> Layout:
@@ -192,11 +188,11 @@ def cluster_layout(s: LauncherSettings) -> Layout:
         topics=s,
         kafka_nodes=nodes,
         redis_cluster_ports=redis_ports,
-        skipped_apps={"scorer": SCORER_NEEDS_SLOT_ROUTING},
     )
     env = {
         "KAFKA_BOOTSTRAP_SERVERS": layout.kafka_bootstrap,
         "REDIS_URL": layout.redis_cluster_url,
+        "SCORER_REDIS_REPLICA_ACKS": str(CLUSTER_REPLICA_ACKS),
         "MLFLOW_TRACKING_URI": layout.mlflow_uri,
         "ALERTS_DATABASE_URL": f"sqlite:///{run_dir / 'alerts.db'}",
         **{app.port_setting.upper(): str(app_ports[app.name]) for app in APPS},

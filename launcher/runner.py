@@ -86,7 +86,7 @@ class Launcher:
             selected = self.select(names)
             runnable = []
             for service in selected:
-                reason = service.skip or service.missing
+                reason = service.missing
                 if reason:
                     logger.warning(
                         "skipped %s",
@@ -231,9 +231,7 @@ class Launcher:
         for service in self.services:
             record = process.read_pid_file(self.pid_file(service.name))
             live = record is not None and process.is_ours(record)
-            if service.skip:
-                state = "skipped"
-            elif service.missing:
+            if service.missing:
                 state = "not built"
             elif live:
                 state = "running"

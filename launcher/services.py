@@ -46,8 +46,6 @@ class Service:
     secrets: tuple[str, ...] = ()
     # Infrastructure: started, and healthy, before any app.
     infra: bool = False
-    # Why this profile does not start it (the cluster profile's scorer); "" = it does.
-    skip: str = ""
     # Its part in a cluster, for status ("master (5461 slots)"); None: not in one.
     role: Callable[[], str] | None = None
     # Services of one group are stopped together (a cluster's nodes); "" = alone.
@@ -261,7 +259,6 @@ def app_service(layout: Layout, app: AppService) -> Service:
         missing=missing_entry_point(app.package),
         needs_model=app.needs_model,
         secrets=app.secrets,
-        skip=layout.skipped_apps.get(app.name, ""),
     )  # fmt: skip
 
 

@@ -53,6 +53,9 @@ class PendingFeatures:
         self.plan = plan
         self.writes: UserWrites | None = None  # sent by `result`, answered by `confirm`
         self.confirmed = False
+        # Answered already (scorer/routed_features.py): the writes' replies, or their error.
+        self.write_replies: list[Any] | None = None
+        self.write_error: redis.RedisError | None = None
 
 
 class FeaturePipeline:
@@ -170,7 +173,7 @@ class FeaturePipeline:
         self._unconfirmed.append(pending)
         try:
             if self._writer is None:
-                connection: Any = self.store.client.connection_pool.get_connection()
+                connection: Any = self.store.single_node.connection_pool.get_connection()
                 self._writer = connection
                 self._write_replies = ReplyReader(connection)
                 _widen_send_buffer(connection)
@@ -185,7 +188,7 @@ class FeaturePipeline:
         process remembers writing: Redis holds the truth from now on."""
         if self._writer is not None:
             self._writer.disconnect()
-            self.store.client.connection_pool.release(self._writer)
+            self.store.single_node.connection_pool.release(self._writer)
         self._writer = None
         self._write_replies = None
         self._unconfirmed.clear()
@@ -228,7 +231,7 @@ class FeaturePipeline:
 
     def _reconnect(self) -> None:
         """A new connection, with every unanswered request sent again, in order."""
-        pool = self.store.client.connection_pool
+        pool = self.store.single_node.connection_pool
         connection: Any = pool.get_connection()
         try:
             self._inline_limit = _widen_send_buffer(connection) // 4
@@ -252,7 +255,7 @@ class FeaturePipeline:
         self._send_failed = None
         if self._connection is not None:
             self._connection.disconnect()
-            self.store.client.connection_pool.release(self._connection)
+            self.store.single_node.connection_pool.release(self._connection)
             self._connection = None
             self._replies = None
 

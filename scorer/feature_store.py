@@ -8,8 +8,11 @@ features are computed here by the engine the trainer runs too: fraudcore/user_ke
 over the user states, fraudcore/merchant.py over the merchants' answers. The changed user
 states go back in a second request, one compare-and-set per user
 (scorer/lua/user_write.lua), which the caller confirms before it commits the batch.
-Every call touches the keys of one hash slot only (the {user} or {merchant} hash tag), so
-the state can be sharded across a Redis Cluster.
+Every call touches the keys of one hash slot only (the {user} or {merchant} hash tag).
+Given a SlotRouter (REDIS_URL redis+cluster://...) instead of one Redis, each request is
+split by the master serving each call's slot, one pipelined request per master, all in
+flight at once (scorer/slot_routing.py); with `replica_acks`, a request returns only once
+that many replicas of each master it wrote to hold its writes.
 
 Idempotent: a replayed transaction (same transaction_id, e.g. after a crash before the
 Kafka transaction committed) gets the feature vector it got the first time and changes
@@ -23,6 +26,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from importlib import resources
 from typing import Any
 
@@ -45,6 +49,7 @@ from fraudcore.user_kernel import compute_users, group_rows
 from fraudcore.user_state import StateKind, classify, fence, version
 from scorer import metrics
 from scorer.resp import ReplyReader
+from scorer.slot_routing import SlotRouter
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +93,19 @@ RESET_LOG_EVERY = 10_000
 
 
 class FeatureStore:
-    def __init__(self, client: redis.Redis, key_prefix: str = "fx", ttl_s: int = 35 * 86400):
-        self.client = client
+    def __init__(
+        self,
+        client: redis.Redis | SlotRouter,
+        key_prefix: str = "fx",
+        ttl_s: int = 35 * 86400,
+        *,
+        replica_acks: int = 0,
+    ):
+        self.router = client if isinstance(client, SlotRouter) else None
+        self.client = client if isinstance(client, redis.Redis) else None
+        if replica_acks and self.router is None:
+            raise ValueError("replica_acks needs a Redis Cluster (REDIS_URL redis+cluster://)")
+        self.replica_acks = replica_acks
         self.prefix = key_prefix
         self.ttl_ms = str(ttl_s * 1000)
         self._sources = {name: _script(name) for name in ("merchant", "label", "user_write")}
@@ -112,10 +128,34 @@ class FeatureStore:
         self._resets = 0
 
     def load_scripts(self) -> None:
-        for name, source in self._sources.items():
-            sha = str(self.client.script_load(source))
-            if sha != self._sha[name]:
-                raise RuntimeError(f"redis answered sha {sha} for script {name!r}, not SHA-1")
+        """Load the scripts into the Redis, or into every master of the cluster (a replica
+        promoted since, or a master added by resharding, answers NOSCRIPT: `_run` loads
+        them again then)."""
+        if self.router is not None:
+            self.router.refresh()
+        nodes = [self._node(m) for m in self.router.masters] if self.router else [self.single_node]
+        for node in nodes:
+            for name, source in self._sources.items():
+                sha = str(node.script_load(source))
+                if sha != self._sha[name]:
+                    raise RuntimeError(f"redis answered sha {sha} for script {name!r}, not SHA-1")
+
+    @property
+    def single_node(self) -> redis.Redis:
+        """The one Redis (a store not on a cluster)."""
+        if self.client is None:
+            raise RuntimeError("this feature store routes across a Redis Cluster")
+        return self.client
+
+    def _node(self, address: tuple[str, int]) -> redis.Redis:
+        assert self.router is not None
+        return self.router.client(address)
+
+    def _redis_for(self, key: str) -> redis.Redis:
+        """The Redis holding `key`: the one Redis, or the master serving its slot."""
+        if self.router is None:
+            return self.single_node
+        return self._node(self.router.owner(key.encode()))
 
     def user_key(self, user_id: str) -> str:
         return f"{self.prefix}:u:{{{user_id}}}"
@@ -125,7 +165,8 @@ class FeatureStore:
 
     def merchant_state(self, merchant_id: str) -> MerchantSnapshot:
         """The merchant's state as stored (for tests and operators)."""
-        stored = self.client.hgetall(self.merchant_key(merchant_id))
+        key = self.merchant_key(merchant_id)
+        stored = self._redis_for(key).hgetall(key)
         days = np.frombuffer(stored.get(b"days", b""), "<i4").reshape(-1, 2)
         marks = {
             field.decode().removeprefix("mark:"): int(value)
@@ -156,10 +197,20 @@ class FeatureStore:
         plan = self.plan(txs, positions, readonly=readonly)
         if not plan.calls:
             return plan.out
-        out, writes = self.finish(plan, self._run(plan.request, plan.calls))
+        out, writes = self.finish(plan, self.run_reads(plan))
         if writes.calls:
-            self.check_writes(writes, self._run(writes.request, writes.calls))
+            self.check_writes(writes, self.run_writes(writes))
         return out
+
+    def run_reads(self, plan: BatchPlan) -> list[Any]:
+        """Send a batch's reads and return their replies (one round trip per node)."""
+        return self._run(plan.commands, plan.keys, plan.request if self.router is None else b"")
+
+    def run_writes(self, writes: UserWrites) -> list[Any]:
+        """Send a batch's user-state writes and return their replies, for `check_writes`."""
+        return self._run(
+            writes.commands, writes.keys, writes.request if self.router is None else b""
+        )
 
     def plan(
         self,
@@ -176,8 +227,8 @@ class FeatureStore:
         if not n:
             return BatchPlan(
                 out,
-                b"",
-                0,
+                [],
+                [],
                 txs,
                 _NO_TS,
                 [],
@@ -198,7 +249,8 @@ class FeatureStore:
         ts = np.fromiter((tx.ts_ms for tx in txs), np.int64, n)
         fill_event_columns(out, ts, np.fromiter((tx.cents for tx in txs), np.int64, n))
         chunks: list[bytes] = []
-        append = chunks.append
+        keys: list[bytes] = []
+        append, append_key = chunks.append, keys.append
         written = self._written
         replies: list[int] = []
         for user in users:
@@ -208,6 +260,7 @@ class FeatureStore:
             replies.append(len(chunks))
             key = self.user_key(user).encode()
             append(b"*2\r\n$3\r\nGET\r\n$%d\r\n%b\r\n" % (len(key), key))
+            append_key(key)
         n_gets = len(chunks)
         pack = self._pack
         template = self._merchant_call_readonly if readonly else self._merchant_call
@@ -221,10 +274,11 @@ class FeatureStore:
             key = self.merchant_key(merchant_id).encode()
             args = pack(group)
             append(template % (len(key), key, len(args), args))
+            append_key(key)
         return BatchPlan(
             out,
-            b"".join(chunks),
-            len(chunks),
+            chunks,
+            keys,
             txs,
             ts,
             users,
@@ -258,7 +312,8 @@ class FeatureStore:
             if reply >= 0:
                 fetched = replies[reply]
             elif mine is None:  # dropped from the cache since the plan: read it now
-                fetched = self.client.get(self.user_key(user))
+                user_key = self.user_key(user)
+                fetched = self._redis_for(user_key).get(user_key)
             else:
                 fetched = None
             if mine is not None and (fetched is None or version(fetched) <= version(mine)):
@@ -281,8 +336,9 @@ class FeatureStore:
         )
         plan.out[:, USER_COLUMNS] = result.features
         if plan.readonly:
-            return UserWrites(b"", 0, [])
+            return UserWrites([], [], [])
         chunks: list[bytes] = []
+        keys: list[bytes] = []
         users: list[str] = []
         head, tail = self._write_head, self._write_tail
         for u, state in enumerate(result.states):
@@ -295,12 +351,13 @@ class FeatureStore:
                 b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n$%d\r\n%b\r\n%b"
                 % (head, len(key), key, len(was), was, len(state), state, tail)
             )
+            keys.append(key)
             users.append(user)
             written[user] = state
             written.move_to_end(user)
         while len(written) > WRITTEN_CACHE_USERS:
             written.popitem(last=False)
-        return UserWrites(b"".join(chunks), len(chunks), users)
+        return UserWrites(chunks, keys, users)
 
     def _reset(self, user: str, state: bytes, kind: StateKind) -> None:
         """A state this scorer cannot read as its own: the user starts afresh."""
@@ -330,35 +387,45 @@ class FeatureStore:
         """Fold many labels in one round trip; returns how many were newly counted."""
         if not labels:
             return 0
+        keys = [self.merchant_key(m) for m, _, _, _ in labels]
         commands = [
-            ("label", "1", self.merchant_key(m), txid, label, str(available), self.ttl_ms)
-            for m, txid, label, available in labels
+            ("label", "1", key, txid, label, str(available), self.ttl_ms)
+            for key, (_, txid, label, available) in zip(keys, labels, strict=True)
         ]
-        replies = self._run(_encode(commands, self._sha), len(commands))
+        encoded = _encode(commands, self._sha)
+        replies = self._run(encoded, [k.encode() for k in keys], b"".join(encoded))
         return sum(int(r) for r in replies)
 
-    def _run(self, request: bytes, calls: int) -> list[Any]:
-        """Send a request of `calls` EVALSHA commands in one piece and return the replies
-        in order. If Redis lost the scripts (a restart), they are reloaded and the request
-        is sent once more, which is safe because every script is idempotent."""
+    def _run(self, commands: list[bytes], keys: list[bytes], request: bytes) -> list[Any]:
+        """The replies to `commands` (RESP, the i-th touching `keys[i]`), in order: sent
+        as `request` (the commands joined) to the one Redis, or routed by slot across the
+        cluster. If Redis lost the scripts (a restart, a promoted replica), they are
+        reloaded and the commands sent once more, which is safe because every script is
+        idempotent (a user-state write that did land is refused the second time, as a
+        conflict: the batch is computed again)."""
         for attempt in (1, 2):
-            pool = self.client.connection_pool
-            connection = pool.get_connection()
             try:
-                connection.send_packed_command([request], check_health=False)
-                return ReplyReader(connection).read(calls)
+                if self.router is not None:
+                    return self.router.run(commands, keys, replicas=self.replica_acks)
+                return self._send(request, len(commands))
             except NoScriptError:
-                connection.disconnect()  # later replies of this request are unread
                 if attempt == 2:
                     raise
                 logger.warning("redis lost the feature scripts; reloading %s", kv(attempt=attempt))
                 self.load_scripts()
-            except BaseException:
-                connection.disconnect()
-                raise
-            finally:
-                pool.release(connection)
         raise AssertionError("unreachable")
+
+    def _send(self, request: bytes, calls: int) -> list[Any]:
+        pool = self.single_node.connection_pool
+        connection = pool.get_connection()
+        try:
+            connection.send_packed_command([request], check_health=False)
+            return ReplyReader(connection).read(calls)
+        except BaseException:
+            connection.disconnect()  # later replies of this request may be unread
+            raise
+        finally:
+            pool.release(connection)
 
 
 _NO_ROWS = np.empty(0, dtype=np.intp)
@@ -370,8 +437,8 @@ class BatchPlan:
     """A batch's reads, and the feature matrix their replies complete."""
 
     out: np.ndarray
-    request: bytes  # RESP: a GET per user, then a script call per merchant
-    calls: int
+    commands: list[bytes]  # RESP: a GET per user, then a script call per merchant
+    keys: list[bytes]  # the key of each command
     txs: Sequence[TxnInput]
     ts: np.ndarray  # per transaction: event time, ms
     users: list[str]  # in request order
@@ -382,6 +449,15 @@ class BatchPlan:
     merchant_rows: np.ndarray  # rows of `out`, grouped by merchant in request order
     merchant_tx: np.ndarray
     readonly: bool
+
+    @property
+    def calls(self) -> int:
+        return len(self.commands)
+
+    @cached_property
+    def request(self) -> bytes:
+        """The commands as one request, for a single Redis."""
+        return b"".join(self.commands)
 
     def fill_merchants(self, replies: Sequence[bytes]) -> None:
         """The merchant features from the merchants' records (fraudcore/merchant.py),
@@ -396,9 +472,17 @@ class BatchPlan:
 class UserWrites:
     """The compare-and-set calls of the users a batch changed."""
 
-    request: bytes
-    calls: int
+    commands: list[bytes]
+    keys: list[bytes]  # the key of each command
     users: list[str]
+
+    @property
+    def calls(self) -> int:
+        return len(self.commands)
+
+    @cached_property
+    def request(self) -> bytes:
+        return b"".join(self.commands)
 
 
 @dataclass(frozen=True)
@@ -418,11 +502,10 @@ def _call_template(sha: str, readonly: str, ttl_ms: str) -> bytes:
     )
 
 
-def _encode(commands: Sequence[tuple[Any, ...]], sha: dict[str, str]) -> bytes:
+def _encode(commands: Sequence[tuple[Any, ...]], sha: dict[str, str]) -> list[bytes]:
     """RESP arrays for EVALSHA <sha> <args...>, one per command (the array header and the
     sha are the same for every call of a script: built once per batch)."""
-    chunks: list[bytes] = []
-    append = chunks.append
+    encoded: list[bytes] = []
     heads: dict[tuple[str, int], bytes] = {}
     for command in commands:
         shape = (command[0], len(command))
@@ -434,8 +517,9 @@ def _encode(commands: Sequence[tuple[Any, ...]], sha: dict[str, str]) -> bytes:
                 len(digest),
                 digest,
             )
-        append(head)
+        parts = [head]
         for part in command[1:]:
             data = part.encode() if type(part) is str else part
-            append(b"$%d\r\n%b\r\n" % (len(data), data))
-    return b"".join(chunks)
+            parts.append(b"$%d\r\n%b\r\n" % (len(data), data))
+        encoded.append(b"".join(parts))
+    return encoded

@@ -107,12 +107,18 @@ class LabelFolder:
         """The group's committed offsets have reached the end offsets taken at start."""
         pending = [t for t in self._targets if t.offset > 0]
         if pending:
-            committed = {
-                t.partition: t.offset
-                for t in consumer.committed(
+            try:
+                answer = consumer.committed(
                     [TopicPartition(t.topic, t.partition) for t in pending], timeout=10
                 )
-            }
+            except KafkaException as exc:
+                # The group coordinator moving or still loading (a broker just started or
+                # restarted): asked again after the next poll.
+                if exc.args[0].fatal():
+                    raise
+                logger.info("labels' committed offsets not readable yet %s", kv(error=exc))
+                return
+            committed = {t.partition: t.offset for t in answer}
             if any(committed.get(t.partition, -1) < t.offset for t in pending):
                 return
         self.caught_up.set()
@@ -187,5 +193,13 @@ class LabelFolder:
         try:
             consumer.commit(asynchronous=False)
         except KafkaException as exc:
-            if exc.args[0].code() != KafkaError._NO_OFFSET:
+            error = exc.args[0]
+            if error.fatal():
                 raise
+            if error.code() != KafkaError._NO_OFFSET:
+                # Not committed now (e.g. the coordinator moved): the next batch's commit
+                # carries these offsets too, and folding a label twice changes nothing.
+                metrics.kafka_errors.labels("commit").inc()
+                logger.warning(
+                    "labels commit failed, committed with the next batch %s", kv(error=error)
+                )

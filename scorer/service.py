@@ -40,7 +40,9 @@ from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
 from scorer.lag import LagProbe
 from scorer.model_manager import LoadedModel, ModelManager
 from scorer.pipeline import Accepted, Rejected, dead_letter, decode_batch, outputs
+from scorer.routed_features import RoutedFeatures
 from scorer.settings import ScorerSettings
+from scorer.slot_routing import SlotRouter, cluster_seeds
 from scorer.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -137,9 +139,12 @@ class Scorer:
         self.settings = settings
         self.stop = stop or threading.Event()
         self.health = Health()
-        self.redis = redis.Redis.from_url(
+        # A Redis Cluster (REDIS_URL redis+cluster://...) is reached through a SlotRouter,
+        # made once a node answers (connect); one Redis through this client.
+        self.cluster_seeds = cluster_seeds(settings.redis_url)
+        self.redis = None if self.cluster_seeds else redis.Redis.from_url(
             settings.redis_url, socket_timeout=5, socket_connect_timeout=3, health_check_interval=10
-        )
+        )  # fmt: skip
         self.store: FeatureStore | None = None
         self.models = ModelManager(
             settings.mlflow_tracking_uri,
@@ -156,7 +161,7 @@ class Scorer:
         # One batch at a time is in flight: its features are being computed in Redis
         # while the batch before it is scored and committed.
         self._in_flight: Batch | None = None
-        self._features_pipeline: FeaturePipeline | None = None
+        self._features_pipeline: FeaturePipeline | RoutedFeatures | None = None
         self.checkpoint: Checkpoint | None = None  # made with the Kafka clients
         self.alignment: DayAlignment | None = None  # made with the consumer
         # Bytes a dead letter may have (fraudcore/dead_letter.py); read from the topic.
@@ -183,7 +188,13 @@ class Scorer:
         while True:
             attempt += 1
             try:
-                self.redis.ping()
+                target: redis.Redis | SlotRouter
+                if self.cluster_seeds:
+                    target = SlotRouter(self.cluster_seeds, socket_timeout_s=5)
+                else:
+                    assert self.redis is not None
+                    self.redis.ping()
+                    target = self.redis
                 break
             except redis.RedisError as exc:
                 if time.monotonic() > deadline:
@@ -191,7 +202,10 @@ class Scorer:
                 logger.info("waiting for redis %s", kv(attempt=attempt, error=exc))
                 time.sleep(min(2.0, 0.2 * attempt))
         self.store = FeatureStore(
-            self.redis, self.settings.scorer_feature_key_prefix, self.settings.scorer_feature_ttl_s
+            target,
+            self.settings.scorer_feature_key_prefix,
+            self.settings.scorer_feature_ttl_s,
+            replica_acks=self.settings.scorer_redis_replica_acks,
         )
         self.health.redis = True
         logger.info("redis reachable %s", kv(attempt=attempt))
@@ -453,10 +467,13 @@ class Scorer:
             )
             metrics.score_distribution.observe_many(scored.scores, scored.version)
 
-    def _pipeline(self) -> FeaturePipeline:
+    def _pipeline(self) -> FeaturePipeline | RoutedFeatures:
         if self._features_pipeline is None:
             assert self.store is not None
-            self._features_pipeline = FeaturePipeline(self.store)
+            if self.store.router is not None:
+                self._features_pipeline = RoutedFeatures(self.store)
+            else:
+                self._features_pipeline = FeaturePipeline(self.store)
         return self._features_pipeline
 
     def _features(self, batch: Batch) -> Any:

@@ -52,6 +52,10 @@ class ScorerSettings(KafkaSettings, TopicSettings):
     scorer_model_alias: str = "champion"
     scorer_model_poll_s: float = Field(default=10.0, gt=0)
     scorer_feature_key_prefix: str = "fx"
+    # On a Redis Cluster (REDIS_URL redis+cluster://...): replicas of each master that
+    # must hold a batch's state writes before its Kafka commit (WAIT), so a failover
+    # cannot lose confirmed state. 0 on one Redis, which has no replica to wait for.
+    scorer_redis_replica_acks: int = Field(default=0, ge=0, le=5)
     scorer_feature_ttl_s: int = Field(default=35 * 86400, gt=0)
     # At most 256 KB: an alert carries its transaction, and every output must stay far
     # under the producer's 1 MB (a larger transaction is dead-lettered as oversized).

@@ -13,7 +13,10 @@ is read again and the command sent there) or ASK (the slot is being migrated and
 has gone: the command is sent once to the target, after ASKING). Resending is safe either
 way, since the command did not run; the feature store's commands are idempotent besides.
 A reply error of another kind is raised once every reply of the batch has been read, so
-no connection is left with unread replies.
+no connection is left with unread replies. The errors of a cluster in the middle of a
+failover (CLUSTERDOWN, TRYAGAIN, a master that refuses connections) are raised as
+redis.ConnectionError, which callers already retry; the slot map is read again before
+the next request.
 """
 
 from __future__ import annotations
@@ -39,8 +42,17 @@ _ASKING = b"*1\r\n$6\r\nASKING\r\n"
 Address = tuple[str, int]
 
 
-class ReplicaLagError(ResponseError):
-    """Fewer replicas than asked for acknowledged a batch's writes in time."""
+class ReplicaLagError(redis.TimeoutError):
+    """Fewer replicas than asked for acknowledged a batch's writes in time (the writes
+    are on the master; the caller must not count them confirmed)."""
+
+
+class ClusterUnavailable(redis.ConnectionError):
+    """The cluster cannot serve a slot now (a master lost, its failover not finished)."""
+
+
+# Reply errors that mean "not now": the slot has no serving master yet, or is mid-move.
+_RETRIABLE = ("CLUSTERDOWN", "TRYAGAIN", "MASTERDOWN", "LOADING")
 
 
 def cluster_seeds(url: str) -> list[Address] | None:
@@ -69,6 +81,7 @@ class SlotRouter:
         self._clients: dict[Address, redis.Redis] = {}
         self.masters: list[Address] = []
         self._owner = np.full(REDIS_CLUSTER_HASH_SLOTS, -1, np.int16)
+        self._stale = False  # read the slot map again before the next request
         self.refresh()
 
     def client(self, address: Address) -> redis.Redis:
@@ -99,6 +112,7 @@ class SlotRouter:
                     masters.append(node)
                 owner[first : last + 1] = masters.index(node)
             self.masters, self._owner = masters, owner
+            self._stale = False
             return
         raise redis.ConnectionError(
             f"no node of the Redis Cluster answered CLUSTER SLOTS {kv(tried=failures)}"
@@ -107,7 +121,8 @@ class SlotRouter:
     def owner(self, key: bytes) -> Address:
         index = int(self._owner[key_slot(key)])
         if index < 0:
-            raise ResponseError(f"CLUSTERDOWN no master serves the slot of {key!r}")
+            self._stale = True
+            raise ClusterUnavailable(f"no master serves the slot of {key!r}")
         return self.masters[index]
 
     def run(
@@ -126,6 +141,8 @@ class SlotRouter:
         ReplicaLagError when one does not within `wait_timeout_ms`. Replication is
         asynchronous otherwise: a replica promoted after its master died may lack what
         the master confirmed."""
+        if self._stale:
+            self.refresh()
         wait = command(b"WAIT", b"%d" % replicas, b"%d" % wait_timeout_ms) if replicas else None
         replies: list[Any] = [None] * len(commands)
         pending = list(range(len(commands)))
@@ -135,8 +152,12 @@ class SlotRouter:
             for i in pending:
                 by_node.setdefault(asked.get(i) or self.owner(keys[i]), []).append(i)
             pending, moved = [], False
-            failure: ResponseError | None = None
-            exchanged = self._exchange(by_node, commands, asked, wait)
+            failure: redis.RedisError | None = None
+            try:
+                exchanged = self._exchange(by_node, commands, asked, wait)
+            except (redis.ConnectionError, redis.TimeoutError):
+                self._stale = True  # a master may have died: its replica is promoted
+                raise
             for node, (indexes, answers, acknowledged) in exchanged.items():
                 if wait is not None and acknowledged < replicas and failure is None:
                     failure = ReplicaLagError(
@@ -157,6 +178,9 @@ class SlotRouter:
                         else:
                             asked.pop(i, None)
                             moved = True
+                    elif failure is None and kind in _RETRIABLE:
+                        self._stale = True
+                        failure = ClusterUnavailable(f"{node[0]}:{node[1]}: {answer}")
                     elif failure is None:
                         failure = answer
             if failure is not None:

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import redis
+
 from launcher.layout import layout_for
 from launcher.runner import Launcher
 
@@ -22,3 +24,34 @@ def redis_cluster_seeds() -> Iterator[list[tuple[str, int]]]:
     finally:
         if launcher.started:
             launcher.down(launcher.started)
+
+
+def node_id(address: tuple[str, int]) -> str:
+    return str(redis.Redis(*address).execute_command("CLUSTER MYID").decode())
+
+
+def move_slot(
+    slot: int, source: tuple[str, int], target: tuple[str, int], masters: list[tuple[str, int]]
+) -> int:
+    """Move a hash slot and its keys from one master to another, the way
+    `redis-cli --cluster reshard` does: IMPORTING / MIGRATING, MIGRATE the keys, then
+    every master told the new owner. Returns how many keys moved."""
+    source_client, target_client = redis.Redis(*source), redis.Redis(*target)
+    source_id, target_id = node_id(source), node_id(target)
+    target_client.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", source_id)
+    source_client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", target_id)
+    moved = 0
+    while keys := source_client.execute_command("CLUSTER GETKEYSINSLOT", slot, 100):
+        source_client.execute_command("MIGRATE", target[0], target[1], "", 0, 5000, "KEYS", *keys)
+        moved += len(keys)
+    for address in [target, source, *(m for m in masters if m not in (source, target))]:
+        redis.Redis(*address).execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
+    return moved
+
+
+def delete_keys(masters: list[tuple[str, int]], pattern: str) -> None:
+    """Delete a test's keys from every master."""
+    for address in masters:
+        client = redis.Redis(*address)
+        for key in client.scan_iter(match=pattern, count=1000):
+            client.delete(key)

@@ -251,10 +251,24 @@ def test_status_lists_every_node_with_its_role(cluster: Cluster) -> None:
     assert sum(r.startswith("replica of") for r in roles) == 3, roles
     assert all(rows[f"kafka-{i}"][5].startswith("broker+controller") for i in (1, 2, 3))
     assert sum("active" in rows[f"kafka-{i}"][5] for i in (1, 2, 3)) == 1
-    # The rest of the profile is listed too; the scorer as skipped, not started.
-    for name in ("redis-exporter", "mlflow", "prometheus", "producer", "alerting", "retrainer"):
+    # The rest of the profile is listed too, every app included.
+    for name in ("redis-exporter", "mlflow", "prometheus", "producer", "scorer", "alerting",
+                 "retrainer"):  # fmt: skip
         assert name in rows, result.stdout
-    assert rows["scorer"][3] == "skipped"
+
+
+def test_every_app_gets_the_cluster_addresses_and_nothing_is_left_out() -> None:
+    layout = layout_for("cluster")
+    services = {s.name: s for s in Launcher(layout).services}
+    for app in ("producer", "scorer", "alerting", "retrainer"):
+        env = services[app].env
+        assert env["KAFKA_BOOTSTRAP_SERVERS"] == layout.kafka_bootstrap, app
+        assert env["REDIS_URL"] == layout.redis_cluster_url, app
+        assert not services[app].missing, app
+    assert layout.kafka_bootstrap.count(",") == 2
+    assert layout.redis_cluster_url.startswith("redis+cluster://")
+    # The scorer commits a batch only once a replica of each master it wrote holds it.
+    assert services["scorer"].env["SCORER_REDIS_REPLICA_ACKS"] == "1"
 
 
 def test_a_second_up_changes_nothing(cluster: Cluster) -> None:

@@ -12,6 +12,7 @@ import redis
 
 from bench.deployment import Deployment, ServiceProcess
 from scorer.feature_store import FeatureStore
+from scorer.slot_routing import SlotRouter, cluster_seeds
 from tests.kafka_util import produce_records, read_topic, values
 from tests.metrics_util import sample
 from tests.scorer.harness import scorer_deployment
@@ -96,7 +97,9 @@ def assert_same_output(
     assert len(alerts) == len(expected_alerts), "a committed alert is duplicated or missing"
     _same(comparable(alerts), expected_alerts, "alerts")
     # Merchant state counted every transaction exactly once.
-    store = FeatureStore(redis.Redis.from_url(stack.redis_url), world.key_prefix)
+    seeds = cluster_seeds(stack.redis_url)
+    client = SlotRouter(seeds) if seeds else redis.Redis.from_url(stack.redis_url)
+    store = FeatureStore(client, world.key_prefix)
     per_merchant: dict[str, int] = {}
     for record in stream:
         per_merchant[record["merchant_id"]] = per_merchant.get(record["merchant_id"], 0) + 1

@@ -7,7 +7,11 @@ import random
 import uuid
 from typing import Any
 
+import numpy as np
+
 from fraudcore.contracts import format_time
+from fraudcore.features import TxnInput
+from scorer.feature_store import FeatureStore, SourcePosition
 
 
 def random_stream(
@@ -56,3 +60,26 @@ def _parsed(timestamp: str) -> float:
 def stream_records(seed: int, n: int, **shape: Any) -> list[dict[str, Any]]:
     """The transactions of `random_stream`, without their parsed event times."""
     return [record for record, _ in random_stream(seed=seed, n=n, **shape)]
+
+
+def online_features(
+    store: FeatureStore,
+    stream: list[tuple[dict[str, Any], float]],
+    batch: int,
+    source: str = "t:0",
+    first: int = 0,
+) -> np.ndarray:
+    """The stream's feature vectors from `store`, computed `batch` transactions at a time,
+    each transaction at offset first + its index of `source`."""
+    rows = []
+    for start in range(0, len(stream), batch):
+        chunk = stream[start : start + batch]
+        txs = [TxnInput.from_record(r, ts) for r, ts in chunk]
+        positions = [SourcePosition(source, first + start + i) for i in range(len(chunk))]
+        rows.append(store.compute(txs, positions))
+    return np.vstack(rows)
+
+
+def same_values(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Element-wise identity, NaN equal to NaN."""
+    return (a == b) | (np.isnan(a) & np.isnan(b))

@@ -79,12 +79,12 @@ def test_a_killed_connection_resends_what_was_in_flight(store: FeatureStore) -> 
     rows = [pipeline.result(pipeline.submit(*batches[0]))]
     victim = _own_connection_id(pipeline)
     # Writes paused: the next requests reach Redis but stay unanswered until the kill.
-    store.client.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
+    store.single_node.execute_command("CLIENT", "PAUSE", 5000, "WRITE")
     try:
         in_flight = [pipeline.submit(*b) for b in batches[1:4]]
-        store.client.client_kill_filter(_id=victim)
+        store.single_node.client_kill_filter(_id=victim)
     finally:
-        store.client.execute_command("CLIENT", "UNPAUSE")
+        store.single_node.execute_command("CLIENT", "UNPAUSE")
     errors = 0
     for pending in in_flight:
         while True:
@@ -108,7 +108,7 @@ def test_scripts_flushed_with_requests_in_flight(store: FeatureStore) -> None:
     batches = _batches(stream)
     pipeline = FeaturePipeline(store)
     rows = [pipeline.result(pipeline.submit(*batches[0]))]
-    store.client.script_flush()  # as after a Redis restart without persistence of scripts
+    store.single_node.script_flush()  # as after a Redis restart without persistence of scripts
     in_flight = [pipeline.submit(*b) for b in batches[1:]]
     rows += [pipeline.result(p) for p in in_flight]
     pipeline.close()
@@ -126,7 +126,7 @@ def test_a_lost_write_answer_means_compute_the_batch_again(store: FeatureStore) 
     pipeline._writer.send_command("CLIENT", "ID")  # test of internals: nothing in flight
     writer = int(pipeline._writer.read_response())
     second = pipeline.submit(*batches[1])
-    store.client.client_kill_filter(_id=writer)
+    store.single_node.client_kill_filter(_id=writer)
     pipeline.result(second)  # its user states go down the killed connection
     with pytest.raises(redis.ConnectionError):
         pipeline.confirm(second)

@@ -15,22 +15,7 @@ from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES, USER_NAMES, TxnInpu
 from fraudcore.offline import OfflineFeatureBuilder
 from fraudcore.user_state import H_FEATURE_SET, StateKind, classify, decode
 from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
-from tests.scorer.streams import random_stream
-
-
-def _same(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Element-wise identity, NaN equal to NaN."""
-    return (a == b) | (np.isnan(a) & np.isnan(b))
-
-
-def _online(store: FeatureStore, stream, batch: int, source: str = "t:0", first: int = 0):
-    rows = []
-    for start in range(0, len(stream), batch):
-        chunk = stream[start : start + batch]
-        txs = [TxnInput.from_record(r, ts) for r, ts in chunk]
-        positions = [SourcePosition(source, first + start + i) for i in range(len(chunk))]
-        rows.append(store.compute(txs, positions))
-    return np.vstack(rows)
+from tests.scorer.streams import online_features, random_stream, same_values
 
 
 def test_online_features_equal_offline_features_exactly(store: FeatureStore) -> None:
@@ -50,9 +35,9 @@ def test_online_features_equal_offline_features_exactly(store: FeatureStore) -> 
     offline.add_labels(labels)
     expected = offline.transactions(stream)
     store.fold_labels([(m, t, lab, round(a * 1000)) for m, t, lab, a in labels])
-    got = _online(store, stream, batch=97)
+    got = online_features(store, stream, batch=97)
 
-    same = _same(got, expected)
+    same = same_values(got, expected)
     bad = [FEATURE_NAMES[j] for j in np.where(~same.all(axis=0))[0]]
     assert not bad, f"features differ between online and offline: {bad}"
     # The stream really exercises the windows (not an all-zero comparison).
@@ -63,9 +48,9 @@ def test_online_features_equal_offline_features_exactly(store: FeatureStore) -> 
 
 def test_replayed_batch_gets_the_same_features_and_changes_nothing(store: FeatureStore) -> None:
     stream = random_stream(seed=11, n=600)
-    first = _online(store, stream, batch=100)
-    replay = _online(store, stream[500:], batch=100, first=500)
-    assert _same(replay, first[500:]).all()
+    first = online_features(store, stream, batch=100)
+    replay = online_features(store, stream[500:], batch=100, first=500)
+    assert same_values(replay, first[500:]).all()
     # State after the replay is what it was: the next transactions see no double count.
     offline = OfflineFeatureBuilder()
     offline.transactions(stream)
@@ -74,8 +59,8 @@ def test_replayed_batch_gets_the_same_features_and_changes_nothing(store: Featur
         record["user_id"] = stream[i * 7 % len(stream)][0]["user_id"]
         record["merchant_id"] = stream[i * 11 % len(stream)][0]["merchant_id"]
     expected_next = offline.transactions(more)
-    got_next = _online(store, more, batch=25, first=600)
-    assert _same(got_next, expected_next).all()
+    got_next = online_features(store, more, batch=25, first=600)
+    assert same_values(got_next, expected_next).all()
 
 
 def test_merchant_counts_skip_offsets_already_counted(store: FeatureStore) -> None:
@@ -119,8 +104,8 @@ def test_readonly_compute_changes_no_state(store: FeatureStore) -> None:
     txs = [TxnInput.from_record(r, ts) for r, ts in stream]
     before = store.compute(txs, readonly=True)
     again = store.compute(txs, readonly=True)
-    assert _same(before, again).all()
-    assert not store.client.keys(f"{store.prefix}:*")
+    assert same_values(before, again).all()
+    assert not store.single_node.keys(f"{store.prefix}:*")
 
 
 def test_a_user_written_by_another_scorer_meanwhile_is_refused(store: FeatureStore) -> None:
@@ -128,42 +113,42 @@ def test_a_user_written_by_another_scorer_meanwhile_is_refused(store: FeatureSto
     the same state: the write that comes second is refused and nothing of it lands; the
     batch computed again from what Redis holds is a replay, with the offline vectors."""
     stream = random_stream(seed=13, n=60, users=1, merchants=3)
-    _online(store, stream[:30], batch=30)
-    new_owner = FeatureStore(store.client, key_prefix=store.prefix)
+    online_features(store, stream[:30], batch=30)
+    new_owner = FeatureStore(store.single_node, key_prefix=store.prefix)
 
     txs = [TxnInput.from_record(r, ts) for r, ts in stream[30:]]
     positions = [SourcePosition("t:0", 30 + i) for i in range(len(txs))]
     plan = store.plan(txs, positions)
-    replies = store._run(plan.request, plan.calls)  # the zombie reads ...
+    replies = store.run_reads(plan)  # the zombie reads ...
     theirs = new_owner.compute(txs, positions)  # ... the new owner computes and writes ...
     _, writes = store.finish(plan, replies)
     user_key = store.user_key(txs[0].user_id)
-    before = store.client.get(user_key)
+    before = store.single_node.get(user_key)
     with pytest.raises(UserStateConflict) as refused:  # ... the zombie's write is refused
-        store.check_writes(writes, store._run(writes.request, writes.calls))
+        store.check_writes(writes, store.run_writes(writes))
     assert refused.value.users == [txs[0].user_id]
-    assert store.client.get(user_key) == before
+    assert store.single_node.get(user_key) == before
 
     expected = OfflineFeatureBuilder().transactions(stream)[30:]
-    assert _same(theirs, expected).all()
-    assert _same(store.compute(txs, positions), expected).all()
-    assert store.client.get(user_key) == before  # a replay changes nothing
+    assert same_values(theirs, expected).all()
+    assert same_values(store.compute(txs, positions), expected).all()
+    assert store.single_node.get(user_key) == before  # a replay changes nothing
 
 
 def test_a_user_dropped_from_the_cache_after_the_plan_is_read_then(store: FeatureStore) -> None:
     """A user this process wrote is not read again; if its cached state is gone by the
     time the batch's replies are in (a conflict elsewhere, a rebalance), it is read then."""
     stream = random_stream(seed=14, n=120, users=4, merchants=3)
-    _online(store, stream[:60], batch=30)
+    online_features(store, stream[:60], batch=30)
     txs = [TxnInput.from_record(r, ts) for r, ts in stream[60:]]
     positions = [SourcePosition("t:0", 60 + i) for i in range(len(txs))]
     plan = store.plan(txs, positions)
     assert plan.n_gets == 0  # every user is in the cache: no GET
-    replies = store._run(plan.request, plan.calls)
+    replies = store.run_reads(plan)
     store.forget_written()
     got, writes = store.finish(plan, replies)
-    store.check_writes(writes, store._run(writes.request, writes.calls))
-    assert _same(got, OfflineFeatureBuilder().transactions(stream)[60:]).all()
+    store.check_writes(writes, store.run_writes(writes))
+    assert same_values(got, OfflineFeatureBuilder().transactions(stream)[60:]).all()
 
 
 def test_long_out_of_order_stream_equals_offline_in_the_stored_format(
@@ -177,10 +162,10 @@ def test_long_out_of_order_stream_equals_offline_in_the_stored_format(
         for record, ts in random_stream(seed=22, n=1500, users=25, mean_gap_s=2400)
     ]
     expected = OfflineFeatureBuilder().transactions(stream)
-    got = _online(store, stream, batch=37)
-    assert _same(got, expected).all()
+    got = online_features(store, stream, batch=37)
+    assert same_values(got, expected).all()
     keys = sorted({store.user_key(r["user_id"]) for r, _ in stream})
-    assert {classify(raw or b"") for raw in store.client.mget(keys)} == {StateKind.CURRENT}
+    assert {classify(raw or b"") for raw in store.single_node.mget(keys)} == {StateKind.CURRENT}
     assert np.nanmax(got[:, FEATURE_INDEX["user_txn_count_7d"]]) >= 5
 
 
@@ -207,36 +192,36 @@ def test_a_state_of_another_kind_starts_the_user_afresh_on_purpose(
     fences a writer that read the foreign state."""
     stream = random_stream(seed=31, n=80, users=1, merchants=4)
     user = stream[0][0]["user_id"]
-    _online(store, stream[:40], batch=40)
-    current = store.client.get(store.user_key(user))
+    online_features(store, stream[:40], batch=40)
+    current = store.single_node.get(store.user_key(user))
     assert current is not None and classify(current) is StateKind.CURRENT
     foreign = _foreign_state(current, kind)
     assert classify(foreign) is kind
-    store.client.set(store.user_key(user), foreign)
+    store.single_node.set(store.user_key(user), foreign)
     store.forget_written()
     resets = REGISTRY.get_sample_value("scorer_user_states_reset_total", {"kind": kind.value})
 
     later = stream[40:]
-    zombie = FeatureStore(store.client, key_prefix=store.prefix)
+    zombie = FeatureStore(store.single_node, key_prefix=store.prefix)
     txs = [TxnInput.from_record(r, ts) for r, ts in later]
     positions = [SourcePosition("t:0", 40 + i) for i in range(len(txs))]
     zombie_plan = zombie.plan(txs, positions)
-    zombie_replies = zombie._run(zombie_plan.request, zombie_plan.calls)
+    zombie_replies = zombie.run_reads(zombie_plan)
 
-    got = _online(store, later, batch=40, first=40)
+    got = online_features(store, later, batch=40, first=40)
     fresh = OfflineFeatureBuilder().transactions(later)
     user_columns = [FEATURE_INDEX[n] for n in USER_NAMES]
-    assert _same(got[:, user_columns], fresh[:, user_columns]).all()
+    assert same_values(got[:, user_columns], fresh[:, user_columns]).all()
     after = REGISTRY.get_sample_value("scorer_user_states_reset_total", {"kind": kind.value})
     assert after == (resets or 0) + 1
-    stored = store.client.get(store.user_key(user))
+    stored = store.single_node.get(store.user_key(user))
     assert stored is not None and classify(stored) is StateKind.CURRENT
     assert decode(stored).version == 42
 
     _, writes = zombie.finish(zombie_plan, zombie_replies)
     with pytest.raises(UserStateConflict):
-        zombie.check_writes(writes, zombie._run(writes.request, writes.calls))
-    assert store.client.get(store.user_key(user)) == stored
+        zombie.check_writes(writes, zombie.run_writes(writes))
+    assert store.single_node.get(store.user_key(user)) == stored
 
 
 def test_a_merchant_state_of_the_msgpack_layout_is_upgraded_in_place(
@@ -249,7 +234,7 @@ def test_a_merchant_state_of_the_msgpack_layout_is_upgraded_in_place(
     merchant = f"m-{uuid.uuid4().hex}"
     key = store.merchant_key(merchant)
     old = {today - 1: 4, today - 3: 2, today - 40: 9}
-    store.client.set(
+    store.single_node.set(
         key, msgpack.packb([old, {"t:0": 17}, {"f-1": (today - 2) * day_ms}]), px=10**9
     )
     record = {"user_id": "u", "merchant_id": merchant, "amount": 1.0}
@@ -261,6 +246,6 @@ def test_a_merchant_state_of_the_msgpack_layout_is_upgraded_in_place(
     state = store.merchant_state(merchant)
     assert state.days == old and state.marks == {"t:0": 17}
     assert state.frauds == {"f-1": (today - 2) * day_ms}
-    assert store.client.type(key) == b"hash" and 0 < store.client.pttl(key) <= 10**9
+    assert store.single_node.type(key) == b"hash" and 0 < store.single_node.pttl(key) <= 10**9
     store.compute([tx._replace(transaction_id="b")], [SourcePosition("t:0", 18)])
     assert store.merchant_state(merchant).days == {**old, today: 1}
