@@ -159,11 +159,18 @@ class SlotRouter:
                 self._stale = True  # a master may have died: its replica is promoted
                 raise
             for node, (indexes, answers, acknowledged) in exchanged.items():
-                if wait is not None and acknowledged < replicas and failure is None:
-                    failure = ReplicaLagError(
-                        f"{acknowledged} of {replicas} replicas of {node[0]}:{node[1]} "
-                        f"acknowledged its writes within {wait_timeout_ms} ms"
-                    )
+                # A node that redirected every command wrote nothing: its WAIT is moot (a
+                # demoted master even refuses WAIT, as a replica).
+                executed = any(not _redirection(a) for a in answers)
+                if wait is not None and executed and failure is None:
+                    if isinstance(acknowledged, ResponseError):
+                        self._stale = True
+                        failure = ClusterUnavailable(f"{node[0]}:{node[1]}: WAIT {acknowledged}")
+                    elif acknowledged < replicas:
+                        failure = ReplicaLagError(
+                            f"{acknowledged} of {replicas} replicas of {node[0]}:{node[1]} "
+                            f"acknowledged its writes within {wait_timeout_ms} ms"
+                        )
                 for i, answer in zip(indexes, answers, strict=True):
                     if not isinstance(answer, ResponseError):
                         replies[i] = answer
@@ -199,10 +206,10 @@ class SlotRouter:
         commands: Sequence[bytes],
         asked: dict[int, Address],
         wait: bytes | None,
-    ) -> dict[Address, tuple[list[int], list[Any], int]]:
+    ) -> dict[Address, tuple[list[int], list[Any], Any]]:
         """Every node's commands (and `wait`) written first, then every node's replies
         read: the nodes work on their requests at the same time. Per node: the command
-        indexes, their replies and WAIT's answer (0 without one)."""
+        indexes, their replies and WAIT's answer (0 without one; a count or an error)."""
         sent: list[tuple[Address, list[int], Any, Any]] = []
         try:
             for node, indexes in by_node.items():
@@ -218,7 +225,7 @@ class SlotRouter:
                 asking = sum(1 for i in indexes if i in asked)
                 expected = len(indexes) + asking + (wait is not None)
                 answers = ReplyReader(connection).read(expected, raise_errors=False)
-                acknowledged = int(answers.pop()) if wait is not None else 0
+                acknowledged = answers.pop() if wait is not None else 0
                 if asking:
                     answers = _without_asking_replies(answers, [i in asked for i in indexes])
                 out[node] = (indexes, answers, acknowledged)
@@ -230,6 +237,10 @@ class SlotRouter:
         finally:
             for _, _, pool, connection in sent:
                 pool.release(connection)
+
+
+def _redirection(answer: Any) -> bool:
+    return isinstance(answer, ResponseError) and str(answer).startswith(("MOVED ", "ASK "))
 
 
 def _without_asking_replies(answers: list[Any], asked: list[bool]) -> list[Any]:
