@@ -69,7 +69,29 @@ def _reap(pid: int) -> None:
 def _running(pid: int) -> _Stat | None:
     _reap(pid)
     stat = _stat(pid)
-    return stat if stat is not None and stat.state not in ("Z", "X") else None
+    if stat is None or stat.state == "X":
+        return None
+    if stat.state == "Z" and not _threads_left(pid):
+        return None
+    return stat
+
+
+def _threads_left(pid: int) -> bool:
+    """A process whose main thread has exited shows as a zombie while its other threads
+    still finish (a JVM's shutdown hooks), and they still hold its sockets: it is gone
+    only once every thread is."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return False
+    for task in tasks:
+        try:
+            raw = Path(f"/proc/{pid}/task/{task}/stat").read_text()
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        if raw[raw.rindex(")") + 2 :].split()[0] not in ("Z", "X"):
+            return True
+    return False
 
 
 def alive(record: PidRecord) -> bool:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import socket
 import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -109,3 +111,43 @@ def test_down_never_signals_a_process_it_did_not_start(redis_only: Launcher, mis
     finally:
         stranger.kill()
         stranger.wait()
+
+
+# The main thread leaves (pthread_exit) while another thread still holds a listening
+# socket for a while, as a JVM's shutdown hooks do after SIGTERM.
+_MAIN_THREAD_LEAVES_FIRST = """
+import ctypes, signal, socket, sys, threading, time
+server = socket.socket()
+server.bind(("127.0.0.1", int(sys.argv[1])))
+server.listen()
+def finish(*_):
+    threading.Thread(target=lambda: (time.sleep(1.5), server.close())).start()
+    ctypes.CDLL(None).pthread_exit(None)
+signal.signal(signal.SIGTERM, finish)
+print("listening", flush=True)
+while True:
+    time.sleep(0.1)
+"""
+
+
+def test_stop_waits_for_every_thread_of_a_process_not_its_main_one(tmp_path: Path) -> None:
+    """A process whose main thread has exited shows as a zombie while its other threads
+    finish; it still holds its ports. Stopped, it counts as gone only once they are
+    released, so a start right after finds them free (a rolled Kafka broker's JMX port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    script = tmp_path / "slow_exit.py"
+    script.write_text(_MAIN_THREAD_LEAVES_FIRST)
+    log = tmp_path / "slow_exit.log"
+    record = process.spawn(
+        [sys.executable, str(script), str(port)],
+        pid_file=tmp_path / "slow_exit.pid", log_file=log, fingerprint=[str(script)],
+    )  # fmt: skip
+    deadline = time.monotonic() + 10
+    while "listening" not in log.read_text():
+        assert time.monotonic() < deadline, log.read_text()
+        time.sleep(0.05)
+    assert process.stop(record, "slow-exit")
+    assert not process.port_in_use(port)
+    assert not process.alive(record)

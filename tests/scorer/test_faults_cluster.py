@@ -12,6 +12,7 @@ shared test stack's.
 from __future__ import annotations
 
 import contextlib
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -193,6 +194,79 @@ def test_the_broker_leading_most_partitions_killed_mid_stream_changes_no_output(
 
     try:
         _strike_mid_stream(world, scorers, one_day, kill_then_restart)
+        assert_same_output(world, world.kafka, cluster.addresses, one_day)
+    finally:
+        _stop(scorers)
+
+
+def _node_ids(ports: tuple[int, ...]) -> dict[int, str]:
+    return {p: redis.Redis(port=p).execute_command("CLUSTER MYID").decode() for p in ports}
+
+
+def _reshard(from_port: int, to_port: int, slots: int) -> None:
+    """What an operator runs: redis-cli --cluster reshard, keys moved with their slots."""
+    ids = _node_ids((from_port, to_port))
+    result = subprocess.run(
+        ["redis-cli", "--cluster", "reshard", f"127.0.0.1:{from_port}",
+         "--cluster-from", ids[from_port], "--cluster-to", ids[to_port],
+         "--cluster-slots", str(slots), "--cluster-yes", "--cluster-pipeline", "50"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+
+
+def test_slots_resharded_mid_stream_change_no_output(
+    make_world: Callable[..., Deployment], cluster: ClusterStack, one_day: OneDay
+) -> None:
+    """A thousand slots of the busiest master move to another one while the scorers run
+    (ASK while each slot migrates, MOVED once it has), then move back."""
+    world = make_world(partitions=6, on=cluster.addresses, SCORER_REDIS_REPLICA_ACKS="1",
+                       SCORER_BATCH_MAX_SIZE="20")  # fmt: skip
+    ports = layout_for("cluster").redis_cluster_ports
+    source = ports[int(_busiest_master(world, one_day).removeprefix("redis-")) - 1]
+    masters = [p for p in ports if redis.Redis(port=p).info("replication")["role"] == "master"]
+    target = next(p for p in masters if p != source)
+    scorers = _two_scorers(world)
+    moved = False
+    try:
+
+        def reshard() -> None:
+            nonlocal moved
+            _reshard(source, target, 1000)
+            moved = True
+
+        _strike_mid_stream(world, scorers, one_day, reshard)
+        assert_same_output(world, world.kafka, cluster.addresses, one_day)
+    finally:
+        _stop(scorers)
+        if moved:
+            _reshard(target, source, 1000)
+
+
+def test_every_broker_rolled_one_at_a_time_changes_no_output(
+    make_world: Callable[..., Deployment], cluster: ClusterStack, one_day: OneDay
+) -> None:
+    """A rolling restart: each broker stopped (SIGTERM) and started again in turn, the
+    next one once no partition is under-replicated. The scorers carry on through each
+    leadership move by themselves."""
+    world = make_world(partitions=6, on=cluster.addresses, SCORER_REDIS_REPLICA_ACKS="1",
+                       SCORER_BATCH_MAX_SIZE="50")  # fmt: skip
+    admin = AdminClient(world.kafka)
+    scorers = _two_scorers(world)
+
+    def fully_replicated() -> bool:
+        topics = admin.list_topics(timeout=10).topics
+        return all(len(p.isrs) == len(p.replicas) for t in topics.values()
+                   for p in t.partitions.values())  # fmt: skip
+
+    def roll() -> None:
+        for name in ("kafka-1", "kafka-2", "kafka-3"):
+            cluster.nodes.stop(name)
+            cluster.nodes.start(name)
+            wait_until(fully_replicated, 120, f"every partition in sync after {name}")
+
+    try:
+        _strike_mid_stream(world, scorers, one_day, roll)
         assert_same_output(world, world.kafka, cluster.addresses, one_day)
     finally:
         _stop(scorers)
