@@ -432,8 +432,23 @@ _NO_ROWS = np.empty(0, dtype=np.intp)
 _NO_TS = np.empty(0, dtype=np.int64)
 
 
+class _Commands:
+    """RESP commands, each with its key: sent joined to one Redis, or by slot."""
+
+    commands: list[bytes]
+
+    @property
+    def calls(self) -> int:
+        return len(self.commands)
+
+    @cached_property
+    def request(self) -> bytes:
+        """The commands as one request, for a single Redis."""
+        return b"".join(self.commands)
+
+
 @dataclass(frozen=True)
-class BatchPlan:
+class BatchPlan(_Commands):
     """A batch's reads, and the feature matrix their replies complete."""
 
     out: np.ndarray
@@ -450,15 +465,6 @@ class BatchPlan:
     merchant_tx: np.ndarray
     readonly: bool
 
-    @property
-    def calls(self) -> int:
-        return len(self.commands)
-
-    @cached_property
-    def request(self) -> bytes:
-        """The commands as one request, for a single Redis."""
-        return b"".join(self.commands)
-
     def fill_merchants(self, replies: Sequence[bytes]) -> None:
         """The merchant features from the merchants' records (fraudcore/merchant.py),
         then the derived ones: the matrix is complete."""
@@ -469,20 +475,12 @@ class BatchPlan:
 
 
 @dataclass(frozen=True)
-class UserWrites:
+class UserWrites(_Commands):
     """The compare-and-set calls of the users a batch changed."""
 
     commands: list[bytes]
     keys: list[bytes]  # the key of each command
     users: list[str]
-
-    @property
-    def calls(self) -> int:
-        return len(self.commands)
-
-    @cached_property
-    def request(self) -> bytes:
-        return b"".join(self.commands)
 
 
 @dataclass(frozen=True)
