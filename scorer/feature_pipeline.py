@@ -53,9 +53,6 @@ class PendingFeatures:
         self.plan = plan
         self.writes: UserWrites | None = None  # sent by `result`, answered by `confirm`
         self.confirmed = False
-        # Answered already (scorer/routed_features.py): the writes' replies, or their error.
-        self.write_replies: list[Any] | None = None
-        self.write_error: redis.RedisError | None = None
 
 
 class FeaturePipeline:

@@ -204,13 +204,11 @@ class FeatureStore:
 
     def run_reads(self, plan: BatchPlan) -> list[Any]:
         """Send a batch's reads and return their replies (one round trip per node)."""
-        return self._run(plan.commands, plan.keys, plan.request if self.router is None else b"")
+        return self._run(plan.commands, plan.keys)
 
     def run_writes(self, writes: UserWrites) -> list[Any]:
         """Send a batch's user-state writes and return their replies, for `check_writes`."""
-        return self._run(
-            writes.commands, writes.keys, writes.request if self.router is None else b""
-        )
+        return self._run(writes.commands, writes.keys)
 
     def plan(
         self,
@@ -392,14 +390,12 @@ class FeatureStore:
             ("label", "1", key, txid, label, str(available), self.ttl_ms)
             for key, (_, txid, label, available) in zip(keys, labels, strict=True)
         ]
-        encoded = _encode(commands, self._sha)
-        replies = self._run(encoded, [k.encode() for k in keys], b"".join(encoded))
+        replies = self._run(_encode(commands, self._sha), [k.encode() for k in keys])
         return sum(int(r) for r in replies)
 
-    def _run(self, commands: list[bytes], keys: list[bytes], request: bytes) -> list[Any]:
+    def _run(self, commands: list[bytes], keys: list[bytes]) -> list[Any]:
         """The replies to `commands` (RESP, the i-th touching `keys[i]`), in order: sent
-        as `request` (the commands joined) to the one Redis, or routed by slot across the
-        cluster. If Redis lost the scripts (a restart, a promoted replica), they are
+        joined, as one request, to the one Redis, or routed by slot across the cluster. If Redis lost the scripts (a restart, a promoted replica), they are
         reloaded and the commands sent once more, which is safe because every script is
         idempotent (a user-state write that did land is refused the second time, as a
         conflict: the batch is computed again)."""
@@ -407,7 +403,7 @@ class FeatureStore:
             try:
                 if self.router is not None:
                     return self.router.run(commands, keys, replicas=self.replica_acks)
-                return self._send(request, len(commands))
+                return self._send(b"".join(commands), len(commands))
             except NoScriptError:
                 if attempt == 2:
                     raise

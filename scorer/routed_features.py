@@ -2,8 +2,8 @@
 confirm, discard), one batch at a time.
 
 `result` sends the batch's reads through the SlotRouter (one request per master, all in
-flight at once), computes the features, and sends the changed user states the same way;
-`confirm` reports how those writes went, before the batch is committed. Nothing is sent
+flight at once) and computes the features; `confirm` sends the changed user states the
+same way and checks their answers, before the batch is committed. Nothing is sent
 ahead: the reads of batch N+1 go out after batch N's writes were answered, so the order
 of the merchant calls across batches and the users' compare-and-set need no more care
 than on one node. With `replica_acks`, both requests end with WAIT on each master, so the
@@ -36,36 +36,31 @@ class RoutedFeatures:
         return PendingFeatures(self.store.plan(txs, positions))
 
     def result(self, pending: PendingFeatures) -> np.ndarray:
-        """The batch's feature matrix; its user-state writes are sent before it returns.
-        Raises redis.ConnectionError / TimeoutError while the cluster cannot serve the
-        batch's slots; calling again retries (the reads are idempotent)."""
+        """The batch's feature matrix. Raises redis.ConnectionError / TimeoutError while
+        the cluster cannot serve the batch's slots; calling again retries (the reads are
+        idempotent)."""
         plan = pending.plan
         if not plan.calls:
             return plan.out
-        store = self.store
-        replies = store.run_reads(plan)
+        replies = self.store.run_reads(plan)
         if pending.writes is None:
-            writes = pending.writes = store.finish_users(plan, replies[: plan.n_gets])
-            if writes.calls:
-                try:
-                    pending.write_replies = store.run_writes(writes)
-                except (redis.ConnectionError, redis.TimeoutError) as exc:
-                    pending.write_error = exc
-                    store.forget_written()  # what the cluster holds is the truth now
+            pending.writes = self.store.finish_users(plan, replies[: plan.n_gets])
         plan.fill_merchants(replies[plan.n_gets :])
         return plan.out
 
     def confirm(self, pending: PendingFeatures) -> None:
-        """Raises UserStateConflict if another process wrote some of the batch's users
-        since they were read, or the redis error its writes met (the batch must not be
-        committed then; computing it again is safe)."""
+        """Write the batch's user states. Raises UserStateConflict if another process wrote
+        some of its users since they were read, or the redis error the writes met: the
+        batch must not be committed then (and computing it again is safe)."""
         writes = pending.writes
         if writes is None or not writes.calls or pending.confirmed:
             return
-        if pending.write_error is not None:
-            raise pending.write_error
-        assert pending.write_replies is not None
-        self.store.check_writes(writes, pending.write_replies)
+        try:
+            replies = self.store.run_writes(writes)
+        except (redis.ConnectionError, redis.TimeoutError):
+            self.store.forget_written()  # what the cluster holds is the truth now
+            raise
+        self.store.check_writes(writes, replies)
         pending.confirmed = True
 
     def discard(self) -> None:

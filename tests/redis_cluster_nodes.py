@@ -47,11 +47,3 @@ def move_slot(
     for address in [target, source, *(m for m in masters if m not in (source, target))]:
         redis.Redis(*address).execute_command("CLUSTER SETSLOT", slot, "NODE", target_id)
     return moved
-
-
-def delete_keys(masters: list[tuple[str, int]], pattern: str) -> None:
-    """Delete a test's keys from every master."""
-    for address in masters:
-        client = redis.Redis(*address)
-        for key in client.scan_iter(match=pattern, count=1000):
-            client.delete(key)

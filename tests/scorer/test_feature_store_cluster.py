@@ -14,12 +14,13 @@ import pytest
 import redis
 from redis.crc import key_slot
 
+from bench.deployment import delete_keys
 from fraudcore.features import FEATURE_INDEX, FEATURE_NAMES, TxnInput
 from fraudcore.offline import OfflineFeatureBuilder
 from scorer.feature_store import FeatureStore, SourcePosition, UserStateConflict
 from scorer.routed_features import RoutedFeatures
-from scorer.slot_routing import Address, SlotRouter
-from tests.redis_cluster_nodes import delete_keys, move_slot, redis_cluster_seeds
+from scorer.slot_routing import CLUSTER_SCHEME, Address, SlotRouter
+from tests.redis_cluster_nodes import move_slot, redis_cluster_seeds
 from tests.scorer.streams import online_features, random_stream, same_values
 
 pytestmark = pytest.mark.cluster
@@ -38,7 +39,7 @@ def store(seeds: list[Address]) -> Iterator[FeatureStore]:
     router = SlotRouter(seeds)
     prefix = f"test-{uuid.uuid4().hex[:8]}"
     yield FeatureStore(router, key_prefix=prefix, replica_acks=1)
-    delete_keys(SlotRouter(seeds).masters, f"{prefix}:*")
+    delete_keys(CLUSTER_SCHEME + "://" + ",".join(f"{h}:{p}" for h, p in seeds), f"{prefix}:*")
 
 
 def _offline(stream: list, labels: list) -> np.ndarray:

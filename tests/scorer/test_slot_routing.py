@@ -13,7 +13,7 @@ from redis.crc import key_slot
 from redis.exceptions import AskError, MovedError
 
 from scorer.slot_routing import Address, ReplicaLagError, SlotRouter, cluster_seeds, command
-from tests.redis_cluster_nodes import redis_cluster_seeds
+from tests.redis_cluster_nodes import node_id, redis_cluster_seeds
 
 
 def test_cluster_seeds_reads_every_node_of_the_url() -> None:
@@ -30,10 +30,6 @@ def test_cluster_seeds_reads_every_node_of_the_url() -> None:
 def seeds() -> Iterator[list[Address]]:
     with redis_cluster_seeds() as found:
         yield found
-
-
-def _node_id(address: Address) -> str:
-    return str(redis.Redis(*address).execute_command("CLUSTER MYID").decode())
 
 
 def _masters(router: SlotRouter) -> list[redis.Redis]:
@@ -81,9 +77,9 @@ def _slot_to_move(router: SlotRouter) -> SlotToMove:
 
 
 def _assign(router: SlotRouter, slot: int, node: Address) -> None:
-    node_id = _node_id(node)
+    owner_id = node_id(node)
     for master in _masters(router):
-        master.execute_command("CLUSTER SETSLOT", slot, "NODE", node_id)
+        master.execute_command("CLUSTER SETSLOT", slot, "NODE", owner_id)
 
 
 @pytest.mark.cluster
@@ -105,8 +101,8 @@ def test_a_key_of_a_migrating_slot_is_asked_for_at_the_target(seeds: list[Addres
     router = SlotRouter(seeds)
     key, slot, source, target = _slot_to_move(router)
     source_client, target_client = redis.Redis(*source), redis.Redis(*target)
-    target_client.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", _node_id(source))
-    source_client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", _node_id(target))
+    target_client.execute_command("CLUSTER SETSLOT", slot, "IMPORTING", node_id(source))
+    source_client.execute_command("CLUSTER SETSLOT", slot, "MIGRATING", node_id(target))
     try:
         # The key is not at the source: it answers ASK, and the target takes the command.
         assert router.run([command(b"SET", key, b"asked", b"EX", b"60")], [key]) == [b"OK"]
