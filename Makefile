@@ -27,7 +27,8 @@ ARGS ?=
 # The compose services of the cluster profile (docker-compose.yml, profile "cluster"):
 # `up` names them so the single-node stack is not started beside them.
 CLUSTER_SERVICES := kafka-1 kafka-2 kafka-3 redis-node-1 redis-node-2 redis-node-3 \
-	redis-node-4 redis-node-5 redis-node-6 redis-cluster producer-cluster scorer-cluster alerting-cluster retrainer-cluster
+	redis-node-4 redis-node-5 redis-node-6 redis-cluster producer-cluster scorer-cluster alerting-cluster \
+	retrainer-cluster redis-exporter-cluster prometheus-cluster grafana-cluster
 
 .PHONY: help install system-packages up down status logs test lint clean bench e2e \
 	up-cluster down-cluster test-cluster test-reproductions

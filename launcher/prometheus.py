@@ -28,13 +28,20 @@ def local_config(layout: Layout, source: Path = SOURCE) -> dict[str, Any]:
         "kafka": tuple(node.metrics_port for node in layout.brokers),
         "redis-exporter": (layout.redis_exporter_port,),
     }
-    # An app the profile skips (the cluster's scorer) keeps its job: its target is
-    # down, which is true, and ScorerDown fires, as it would for a missing target.
     for job in config.get("scrape_configs", []):
         for static in job.get("static_configs", []):
             static["targets"] = [
                 local for t in static.get("targets", []) for local in _localize(t, ports)
             ]
+        # A name compose resolves to every node (the brokers) becomes those nodes' ports.
+        discovered = [
+            f"{name}:{dns['port']}"
+            for dns in job.pop("dns_sd_configs", [])
+            for name in dns["names"]
+        ]
+        if discovered:
+            targets = [local for t in discovered for local in _localize(t, ports)]
+            job.setdefault("static_configs", []).append({"targets": targets})
     return config
 
 

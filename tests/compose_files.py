@@ -243,17 +243,35 @@ def listening_ports(name: str) -> set[int]:
         assert df is not None
         cmd = df.cmd()
         return {int(cmd[cmd.index("--port") + 1])}
-    if name == "grafana":
+    # <name>-cluster: that service in the cluster profile, on the same container port.
+    base = name.removesuffix("-cluster")
+    if base == "grafana":
         return {int(env["GF_SERVER_HTTP_PORT"])}
     # Images listening on their defaults (no flag overrides them in the command).
     defaults = {"redis": 6379, "prometheus": 9090, "redis-exporter": 9121}
-    image = name.rstrip("0123456789").removesuffix("-node-")  # redis-node-<n>: Redis
-    if name in defaults or image == "redis":
+    image = base.rstrip("0123456789").removesuffix("-node-")  # redis-node-<n>: Redis
+    if base in defaults or image == "redis":
         assert not any("port" in arg or "listen" in arg for arg in svc.get("command", []))
-        return {defaults["redis" if image == "redis" else name]}
-    # <app>-cluster: the app of the cluster profile, on the same container port.
-    app = next(a for a in APPS if a.name == name.removesuffix("-cluster"))
+        return {defaults["redis" if image == "redis" else base]}
+    app = next(a for a in APPS if a.name == base)
     return {int(env[app.port_setting.upper()])}
+
+
+def networks(svc: dict[str, Any]) -> dict[str, list[str]]:
+    """The networks a service joins, each with the aliases it takes there."""
+    joined = svc.get("networks") or ["default"]
+    if isinstance(joined, list):
+        return {network: [] for network in joined}
+    return {network: list((how or {}).get("aliases", [])) for network, how in joined.items()}
+
+
+def answering(host: str, network: str) -> set[str]:
+    """The services a name resolves to on a network: by service name or alias."""
+    return {
+        name
+        for name, svc in services().items()
+        if network in networks(svc) and (name == host or host in networks(svc)[network])
+    }
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,7 @@ from tests.compose_files import (
     REPO,
     VARIABLE,
     Dockerfile,
+    answering,
     assert_reaches_a_service,
     bind_mounts,
     built_dockerfiles,
@@ -49,6 +50,7 @@ from tests.compose_files import (
     listening_ports,
     long_running,
     memory_limit,
+    networks,
     one_shots,
     python_m_targets,
     python_package,
@@ -352,16 +354,58 @@ def test_mounted_paths_exist_and_named_volumes_are_declared() -> None:
                 assert source in declared, f"{name}: volume {source} not declared"
 
 
-def test_prometheus_scrapes_services_where_they_listen() -> None:
+def _scraped() -> list[tuple[str, str, bool]]:
+    """(job, host:port, discovered): prometheus.yml's targets; a discovered name may
+    resolve to several services, a static target must resolve to one."""
     config = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
-    mounted = {t: s for n, s, t in bind_mounts() if n == "prometheus"}
+    found = []
     for job in config["scrape_configs"]:
         for static in job.get("static_configs", []):
-            for target in static["targets"]:
-                assert_reaches_a_service(target, f"prometheus job {job['job_name']}")
-    for pattern in config.get("rule_files") or []:
-        folder = str(Path("/etc/prometheus", pattern).parent)
-        assert folder in mounted, f"rule_files {pattern}: {folder} is not mounted"
+            found += [(job["job_name"], target, False) for target in static["targets"]]
+        for dns in job.get("dns_sd_configs", []):
+            found += [(job["job_name"], f"{n}:{dns['port']}", True) for n in dns["names"]]
+    return found
+
+
+def test_prometheus_scrapes_services_where_they_listen() -> None:
+    config = yaml.safe_load((REPO / "prometheus" / "prometheus.yml").read_text())
+    for job, target, _ in _scraped():
+        assert_reaches_a_service(target, f"prometheus job {job}")
+    for name in ("prometheus", "prometheus-cluster"):
+        mounted = {t: s for n, s, t in bind_mounts() if n == name}
+        for pattern in config.get("rule_files") or []:
+            folder = str(Path("/etc/prometheus", pattern).parent)
+            assert folder in mounted, f"{name}: rule_files {pattern}: {folder} is not mounted"
+
+
+@pytest.mark.parametrize(("network", "prometheus"), [("default", "prometheus"),
+                                                      ("cluster", "prometheus-cluster")])  # fmt: skip
+def test_each_profiles_prometheus_finds_its_own_services(network: str, prometheus: str) -> None:
+    """One prometheus.yml for both profiles: on the cluster network the cluster's
+    services answer to the single-node names, and every broker to "kafka"."""
+    assert network in networks(services()[prometheus])
+    profile = cluster() if network == "cluster" else set(services()) - cluster() - tools()
+    for job, target, discovered in _scraped():
+        host, _, port = target.rpartition(":")
+        found = answering(host, network)
+        assert found, f"job {job}: nothing answers to {host} on network {network}"
+        assert found <= profile, f"job {job}: {host} reaches {sorted(found - profile)}"
+        assert discovered or len(found) == 1, f"job {job}: {host} is {sorted(found)}"
+        for name in found:
+            assert int(port) in listening_ports(name), f"job {job}: {name} not on {port}"
+    brokers = {n for n in profile if "KAFKA_ADVERTISED_LISTENERS" in environment(services()[n])}
+    assert answering("kafka", network) == brokers
+    datasource = yaml.safe_load(
+        (REPO / "grafana" / "provisioning" / "datasources" / "prometheus.yml").read_text()
+    )["datasources"][0]["url"]
+    assert answering(urlsplit(datasource).hostname or "", network) == {prometheus}
+
+
+def test_cluster_services_stay_on_the_cluster_network() -> None:
+    for name in cluster():
+        joined = set(networks(services()[name]))
+        assert joined == {"cluster"}, f"{name} joins {sorted(joined)}"
+    assert set(networks(services()["mlflow"])) == {"default", "cluster"}, "shared by both"
 
 
 def test_grafana_provisioning_matches_the_stack() -> None:

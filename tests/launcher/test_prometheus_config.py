@@ -16,8 +16,10 @@ from launcher.prometheus import SOURCE, local_config, write_local_config
 
 
 def targets(config: dict[str, Any]) -> dict[str, list[str]]:
+    """Each job's targets, a discovered name as host:port."""
     return {
-        job["job_name"]: [t for static in job["static_configs"] for t in static["targets"]]
+        job["job_name"]: [t for static in job.get("static_configs", []) for t in static["targets"]]
+        + [f"{n}:{dns['port']}" for dns in job.get("dns_sd_configs", []) for n in dns["names"]]
         for job in config["scrape_configs"]
     }
 
