@@ -10,20 +10,36 @@ import redis
 
 from launcher.layout import layout_for
 from launcher.runner import Launcher
+from tests.private_stack import PrivateStack
 
 REDIS_NODES = [f"redis-{i}" for i in range(1, 7)]
 
 
 @contextmanager
-def redis_cluster_seeds() -> Iterator[list[tuple[str, int]]]:
-    layout = layout_for("cluster")
-    launcher = Launcher(layout)
+def redis_cluster_nodes() -> Iterator[PrivateStack]:
+    """The six nodes, to kill and start by name (redis-1 .. redis-6)."""
+    launcher = Launcher(layout_for("cluster"))
     try:
         launcher.up(REDIS_NODES)
-        yield [("localhost", port) for port in layout.redis_cluster_ports]
+        yield PrivateStack(launcher)
     finally:
         if launcher.started:
             launcher.down(launcher.started)
+
+
+@contextmanager
+def redis_cluster_seeds() -> Iterator[list[tuple[str, int]]]:
+    with redis_cluster_nodes() as nodes:
+        yield seeds_of(nodes)
+
+
+def seeds_of(nodes: PrivateStack) -> list[tuple[str, int]]:
+    return [("localhost", port) for port in nodes.layout.redis_cluster_ports]
+
+
+def node_name(nodes: PrivateStack, address: tuple[str, int]) -> str:
+    """The launcher's name of the node at `address`."""
+    return f"redis-{nodes.layout.redis_cluster_ports.index(address[1]) + 1}"
 
 
 def node_id(address: tuple[str, int]) -> str:
